@@ -1,0 +1,41 @@
+"""The ``ec`` command line. It only parses, validates through ``ec.config`` and calls the
+public API; each command lives in its own module and is added to the group here."""
+
+from __future__ import annotations
+
+import click
+
+from ..config import ConfigError
+
+
+class ECGroup(click.Group):
+    """Turns :class:`ConfigError` and ``ValueError`` from validation into clean usage errors."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            raise click.UsageError(str(exc), ctx=ctx) from None
+
+
+@click.group(cls=ECGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="ec")
+def cli():
+    """Expand-and-Cluster: recover a neural network's weights and layer sizes from its
+    input-output pairs.
+
+    \b
+    Typical use:
+      ec synth --din 4 --r 4 --rho 4     recover a synthetic teacher (paper A.4)
+      ec grid run --config quick         the paper's teacher grid, resumable
+      ec mnist --act relu                recover a teacher trained on MNIST
+      ec backends                        which trainer backends work here
+    """
+
+
+def main():
+    """Console-script entry point."""
+    cli()
+
+
+# Each command module registers itself on ``cli`` when imported.
