@@ -142,6 +142,7 @@ def _leaky_d(x):
 
 
 def _normal_pdf(x):
+    x = np.clip(x, -40.0, 40.0)  # exp(-800) is already 0; avoids x*x overflow
     return _INV_SQRT_2PI * np.exp(-0.5 * x * x)
 
 
@@ -150,11 +151,12 @@ def _gelu(x):
 
 
 def _gelu_d(x):
-    return ndtr(x) + x * _normal_pdf(x)
+    return ndtr(x) + np.clip(x, -40.0, 40.0) * _normal_pdf(x)
 
 
 def _gelu_d2(x):
-    return _normal_pdf(x) * (2.0 - x * x)
+    xc = np.clip(x, -40.0, 40.0)
+    return _normal_pdf(xc) * (2.0 - xc * xc)
 
 
 def _silu(x):

@@ -234,9 +234,9 @@ def failed_result(spec: MLPSpec, theta0: Array, seed, backend: str, error: str) 
     )
 
 
-def _fit_one(backend_name, options, spec, X, y, theta0, budget, trainable, seed):
+def _fit_one(cls, backend_name, options, spec, X, y, theta0, budget, trainable, seed):
     try:
-        trainer = get_backend(backend_name, **options)
+        trainer = cls(**options)
         res = trainer.fit(spec, X, y, theta0, budget, trainable)
         if not np.all(np.isfinite(res.params)) or not np.isfinite(res.loss):
             return failed_result(spec, theta0, seed, backend_name, "diverged: non-finite parameters or loss")
@@ -317,7 +317,7 @@ def train_students(
     cls = _backend_class(backend)
     if getattr(cls, "batched", False):
         try:
-            batch = get_backend(backend, **options).fit_many(spec, X, y, theta0s, budget, trainable)
+            batch = cls(**options).fit_many(spec, X, y, theta0s, budget, trainable)
         except Exception:
             err = traceback.format_exc()
             batch = [failed_result(spec, t, s, backend, err) for t, s in zip(theta0s, seeds)]
@@ -326,7 +326,7 @@ def train_students(
         return results
 
     n_jobs = n_jobs or os.cpu_count() or 1
-    args = [(backend, options, spec, X, y, t, budget, trainable, s) for t, s in zip(theta0s, seeds)]
+    args = [(cls, backend, options, spec, X, y, t, budget, trainable, s) for t, s in zip(theta0s, seeds)]
     if n_jobs == 1 or len(seeds) == 1:
         for i, a in enumerate(args):
             done(i, _fit_one(*a))
