@@ -39,3 +39,4 @@ def main():
 
 
 # Each command module registers itself on ``cli`` when imported.
+from . import backends  # noqa: E402,F401

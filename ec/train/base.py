@@ -315,6 +315,9 @@ def train_students(
             on_result(i, res)
 
     cls = _backend_class(backend)
+    usable, reason = cls.availability() if hasattr(cls, "availability") else (True, "")
+    if not usable:  # one clear error, not one failed student per seed
+        raise RuntimeError(f"backend {backend!r} cannot run here: {reason}")
     if getattr(cls, "batched", False):
         try:
             batch = cls(**options).fit_many(spec, X, y, theta0s, budget, trainable)
