@@ -40,3 +40,6 @@ def main():
 
 # Each command module registers itself on ``cli`` when imported.
 from . import backends  # noqa: E402,F401
+from . import synth  # noqa: E402,F401
+from . import grid  # noqa: E402,F401
+from . import mnist  # noqa: E402,F401

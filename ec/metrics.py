@@ -1,0 +1,139 @@
+"""How well a reconstructed network matches its teacher (paper Fig. 5, Table A.3).
+
+- :func:`rmse`: root mean squared error over all samples and outputs.
+- :func:`match_neurons`: Hungarian assignment of reconstructed to teacher hidden neurons
+  on the angle between their ``[w; b]`` vectors, up to the activation's symmetry (the
+  sign for odd and even+linear classes; for positive-scaling classes every neuron is
+  first normalised to ``||[w; b]|| = 1`` with the norm moved into its output weights),
+  with per-neuron cosine distance, weight-vector and output-weight distances.
+- :func:`compare_networks`: those per-neuron rows and their summary (m_hat / r, excess
+  and missing neurons, mean / max distances, test RMSE).
+
+The bias is part of the compared vector because A.4 teachers may hold two neurons with the
+same input weights and different biases.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from .activations import get_activation
+from .cluster import Layer, flip_rule, normalise_scale
+from .mlp import MLPSpec
+
+Array = np.ndarray
+
+
+def rmse(y_pred: Array, y_true: Array) -> float:
+    """Root of the mean (over samples and outputs) squared error."""
+    y_pred = np.asarray(y_pred, dtype=np.float64)
+    r = y_pred - np.asarray(y_true, dtype=np.float64).reshape(y_pred.shape)
+    return float(math.sqrt(np.mean(r * r)))
+
+
+def _first_layer(spec: MLPSpec, theta: Array) -> Layer:
+    layers = spec.unpack(theta)
+    (W, b), (A, c) = layers[0], layers[1]
+    return Layer(W, b, A, c, np.zeros((A.shape[0], W.shape[1])))
+
+
+def match_neurons(rec: Layer, teacher: Layer, activation) -> tuple[list[dict], list[int], list[int]]:
+    """Match reconstructed to teacher neurons of one hidden layer.
+
+    Parameters
+    ----------
+    rec, teacher : Layer
+        Hidden layer with outgoing weights (``W`` (m, d), ``b`` (m,), ``A`` (d_out, m)).
+    activation : str or Activation
+
+    Returns
+    -------
+    rows : list of dict
+        One per matched pair, ordered by teacher neuron: ``teacher``, ``reconstructed``,
+        ``flipped`` (matched with the opposite sign), ``angle_deg``, ``cos_dist``
+        (``1 - |cos|`` for sign-symmetric activations, else ``1 - cos``), ``w_dist``
+        (L2 distance of the aligned ``[w; b]``), ``a_dist`` (L2 distance of the aligned
+        output weights), ``a_teacher`` (L2 norm of the teacher's output weights).
+    excess : list of int
+        Reconstructed neurons left without a teacher neuron.
+    missing : list of int
+        Teacher neurons left without a reconstructed neuron.
+    """
+    act = get_activation(activation)
+    if act.positive_scaling:
+        rec, teacher = normalise_scale(rec), normalise_scale(teacher)
+    V = np.hstack([rec.W, rec.b[:, None]])
+    T = np.hstack([teacher.W, teacher.b[:, None]])
+    nv, nt = np.linalg.norm(V, axis=1), np.linalg.norm(T, axis=1)
+    denom = np.outer(nv, nt)
+    cos = np.clip((V @ T.T) / np.where(denom > 0, denom, 1.0), -1.0, 1.0)
+    sym = act.sign_symmetric
+    angle = np.arccos(np.abs(cos) if sym else cos)
+    ri, ti = linear_sum_assignment(angle)
+    s = flip_rule(act).s if sym else 1.0
+    rows = []
+    for i, j in sorted(zip(ri, ti), key=lambda p: p[1]):
+        flipped = bool(sym and cos[i, j] < 0)
+        sign = -1.0 if flipped else 1.0
+        a = rec.A[:, i] * (s if flipped else 1.0)
+        rows.append({
+            "teacher": int(j),
+            "reconstructed": int(i),
+            "flipped": flipped,
+            "angle_deg": float(np.degrees(angle[i, j])),
+            "cos_dist": float(1.0 - (abs(cos[i, j]) if sym else cos[i, j])),
+            "w_dist": float(np.linalg.norm(sign * V[i] - T[j])),
+            "a_dist": float(np.linalg.norm(a - teacher.A[:, j])),
+            "a_teacher": float(np.linalg.norm(teacher.A[:, j])),
+        })
+    excess = sorted(set(range(len(V))) - set(ri.tolist()))
+    missing = sorted(set(range(len(T))) - set(ti.tolist()))
+    return rows, excess, missing
+
+
+def compare_networks(
+    spec: MLPSpec,
+    theta: Array,
+    teacher_spec: MLPSpec,
+    teacher_theta: Array,
+    X_test: Array | None = None,
+    y_test: Array | None = None,
+) -> tuple[dict, list[dict]]:
+    """Summary and per-neuron rows comparing a reconstruction with its teacher.
+
+    Parameters
+    ----------
+    spec, theta : MLPSpec, ndarray
+        The reconstructed network.
+    teacher_spec, teacher_theta : MLPSpec, ndarray
+    X_test, y_test : ndarray, optional
+        Held-out inputs and teacher outputs for the test RMSE.
+
+    Returns
+    -------
+    summary : dict
+        ``r``, ``m_hat``, ``m_hat_over_r``, ``excess``, ``missing``, ``n_flipped``,
+        ``mean_cos_dist`` / ``max_cos_dist``, ``mean_angle_deg`` / ``max_angle_deg``,
+        ``mean_w_dist`` / ``max_w_dist``, ``mean_a_dist`` / ``max_a_dist`` (over matched
+        pairs) and, with test data, ``test_rmse``.
+    rows : list of dict
+        Per matched neuron, see :func:`match_neurons`.
+    """
+    if spec.d_in != teacher_spec.d_in or spec.d_out != teacher_spec.d_out:
+        raise ValueError(f"layer sizes {spec.layer_sizes} and {teacher_spec.layer_sizes} disagree on inputs/outputs")
+    rows, excess, missing = match_neurons(
+        _first_layer(spec, theta), _first_layer(teacher_spec, teacher_theta), spec.activation
+    )
+    r, m_hat = teacher_spec.hidden_sizes[0], spec.hidden_sizes[0]
+    summary = {"r": int(r), "m_hat": int(m_hat), "m_hat_over_r": m_hat / r, "excess": len(excess),
+               "missing": len(missing), "n_flipped": sum(row["flipped"] for row in rows)}
+    for key in ("cos_dist", "angle_deg", "w_dist", "a_dist"):
+        vals = [row[key] for row in rows]
+        summary[f"mean_{key}"] = float(np.mean(vals)) if vals else math.nan
+        summary[f"max_{key}"] = float(np.max(vals)) if vals else math.nan
+    if X_test is not None and y_test is not None:
+        summary["test_rmse"] = rmse(spec.forward(theta, X_test), y_test)
+    return summary, rows

@@ -1,0 +1,469 @@
+"""``ec mnist`` and ``ec teacher``: recover networks trained on real images (paper section 6.2,
+Tables 1 and 2, appendix A.6.3-A.6.4).
+
+Pipeline of :func:`run_mnist`, each stage saved in the run directory and skipped when a
+resumed run already has it:
+
+1. the teacher: an MLP trained on the dataset with cross-entropy and early stopping
+   (:mod:`ec.image_teachers`), or one given with ``teacher=PATH``;
+2. queries: the teacher's logits on (a subset of) a dataset's training images, the same
+   dataset or another one (Table 2);
+3. N students ``(d_in, rho r, n_classes)`` trained together by the ``torch`` backend
+   (Glorot-uniform initialisation, MSE, Adam, plateau schedule), checkpointed;
+4. the input mask of informative pixels (:mod:`ec.data.masks`);
+5. :class:`ec.reconstruct.ExpandAndCluster` on those students (clustering on the masked
+   weights, collapse, fine-tuning with the torch backend);
+6. Table 1's columns: test RMSE of the logits, m_hat / r, the mean cosine distance between
+   matched teacher and reconstructed input weight vectors (on the masked pixels, and on all
+   pixels), teacher vs reconstruction accuracy; Table 2: RMSE and agreement of the
+   reconstruction with the teacher on other datasets' test images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .config import ACTIVATION, BETA, GAMMA, N_STUDENTS, OUT, RHO, SEED, ConfigError, Param, Schema, parse_int_list
+from .data import DATASET_NAMES, MASK_METHODS, ImageDataset, load_dataset, pixel_mask
+from .image_teachers import ImageTeacher, accuracy, train_image_teacher
+from .io import atomic_save_npz, atomic_write_json
+from .metrics import compare_networks, rmse
+from .mlp import MLPSpec
+from .train import Budget, TrainResult, train_students
+from .train.torch_backend import DTYPES
+
+Array = np.ndarray
+Progress = Callable[..., None]
+
+
+def _flag(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def _device_ok(name: str) -> bool:
+    return name in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", name) is not None
+
+
+def _positive_ints(t) -> bool:
+    return len(t) >= 1 and all(x >= 1 for x in t)
+
+
+# Parameters of both commands, defined once.
+DATASET = Param("dataset", str, "mnist", "Image dataset the teacher is trained on.", ", ".join(DATASET_NAMES),
+                choices=DATASET_NAMES)
+DATA_DIR = Param("data_dir", str, "", "Folder of downloaded datasets (default: $EC_DATA_DIR or ~/.cache/ec/datasets).",
+                 "a path", metavar="DIR")
+DOWNLOAD = Param("download", _flag, False, "Let torchvision download a missing dataset (needs network).", flag=True)
+WIDTH = Param("r", parse_int_list, "16", "Teacher hidden width (a list such as 30-30-30 for `ec teacher`).",
+              "positive integers", _positive_ints, metavar="R")
+DEVICE = Param("device", str, "auto", "Torch device.", "auto, cpu, cuda, cuda:N", _device_ok)
+DTYPE = Param("dtype", str, "float32", "Torch training precision.", ", ".join(DTYPES), choices=DTYPES)
+THREADS = Param("threads", int, 1, "Torch CPU threads (0: torch's default; 1 is fastest on shared cores).", ">= 0",
+                lambda n: n >= 0)
+TEACHER_EPOCHS = Param("teacher_epochs", int, 200, "Teacher: maximal epochs (early stopping, patience 10).", ">= 1",
+                       lambda n: n >= 1)
+
+MNIST = Schema(
+    "mnist",
+    (
+        SEED,
+        replace(ACTIVATION, default="relu"),
+        WIDTH,
+        RHO,
+        replace(N_STUDENTS, default=5),
+        replace(GAMMA, default=0.5),
+        replace(BETA, default="pi/3"),
+        DATASET,
+        Param("query_dataset", str, "", "Dataset whose images query the teacher (default: --dataset; Table 2).",
+              "empty or " + ", ".join(DATASET_NAMES), lambda s: s in ("", *DATASET_NAMES)),
+        Param("eval_datasets", str, "auto", "Extra test sets for cross-dataset agreement, comma separated "
+              "('auto': the other 28x28 dataset, 'none').", "auto, none or dataset names",
+              lambda s: s in ("auto", "none") or all(x in DATASET_NAMES for x in s.split(","))),
+        DATA_DIR,
+        DOWNLOAD,
+        Param("n_train", int, 10000, "Query images for the students (0: the whole training split).", ">= 0",
+              lambda n: n >= 0),
+        Param("mask", str, "variance", "Input mask before clustering.", ", ".join(MASK_METHODS), choices=MASK_METHODS),
+        Param("max_epochs", int, 3000, "Student training epochs (paper: 25000 on a GPU).", ">= 1", lambda n: n >= 1),
+        Param("finetune_epochs", int, 1000, "Fine-tuning epochs of the reconstruction (paper: 2000).", ">= 0",
+              lambda n: n >= 0),
+        TEACHER_EPOCHS,
+        Param("teacher", str, "", "Use this teacher .npz (from `ec teacher`) instead of training one.", "a path",
+              metavar="PATH"),
+        Param("batch_size", int, 640, "Student mini-batch size (paper: 640).", ">= 1", lambda n: n >= 1),
+        Param("lr", float, 1e-3, "Adam learning rate.", "> 0", lambda x: x > 0),
+        Param("patience", int, 100, "Epochs without improvement before the learning rate halves.", ">= 0",
+              lambda n: n >= 0),
+        Param("init", str, "uniform", "Student initialisation (Glorot; paper A.6.3: uniform).", "uniform, normal",
+              choices=("uniform", "normal")),
+        DEVICE,
+        DTYPE,
+        THREADS,
+        OUT,
+    ),
+    cross_checks=(
+        lambda p: None if len(p["r"]) == 1 else (
+            f"--r={'-'.join(map(str, p['r']))}: `ec mnist` reconstructs teachers with one hidden layer; "
+            "give one width"),
+    ),
+)
+
+TEACHER = Schema(
+    "teacher",
+    (
+        SEED,
+        replace(ACTIVATION, default="relu"),
+        replace(WIDTH, default="64"),
+        DATASET,
+        DATA_DIR,
+        DOWNLOAD,
+        TEACHER_EPOCHS,
+        Param("batch_size", int, 128, "Mini-batch size.", ">= 1", lambda n: n >= 1),
+        Param("lr", float, 1e-3, "Adam learning rate.", "> 0", lambda x: x > 0),
+        DEVICE,
+        DTYPE,
+        THREADS,
+        replace(OUT, help="Teacher file (default: runs/teacher-<parameters>.npz)."),
+    ),
+)
+
+# Parameters `ec mnist` passes on to the teacher it trains (the others keep TEACHER's defaults).
+TEACHER_KEYS = ("seed", "act", "r", "dataset", "data_dir", "download", "teacher_epochs", "device", "dtype", "threads")
+# What a saved student depends on: a resumed run must agree on these.
+STUDENT_KEYS = ("dataset", "query_dataset", "n_train", "act", "r", "rho", "seed", "init", "batch_size", "lr",
+                "patience", "dtype", "teacher", "teacher_epochs", "data_source")
+# What the reconstruction depends on beyond the students.
+RECON_KEYS = ("n_students", "max_epochs", "gamma", "beta", "mask", "finetune_epochs")
+
+
+def epoch_budget(max_epochs: int) -> Budget:
+    """A torch budget limited by epochs only (no step or time limit)."""
+    return Budget(max_epochs=int(max_epochs), optim_steps=2**62, optim_time=math.inf)
+
+
+def _width_label(r) -> str:
+    return "-".join(str(x) for x in r)
+
+
+def teacher_path(p: dict) -> Path:
+    """``p['out']`` or ``runs/teacher-<dataset>-<act>-r<r>-s<seed>.npz``."""
+    if p.get("out"):
+        return Path(p["out"])
+    return Path("runs") / f"teacher-{p['dataset']}-{p['act']}-r{_width_label(p['r'])}-s{p['seed']}.npz"
+
+
+def default_run_dir(p: dict) -> Path:
+    query = f"-on-{p['query_dataset']}" if p["query_dataset"] not in ("", p["dataset"]) else ""
+    return Path("runs") / f"mnist-{p['dataset']}{query}-{p['act']}-r{_width_label(p['r'])}-rho{p['rho']:g}-s{p['seed']}"
+
+
+def _emit(progress: Progress | None, event: str, **info) -> None:
+    if progress is not None:
+        progress(event, **info)
+
+
+# ---------------------------------------------------------------------------- teacher
+def train_teacher(params: dict, progress: Progress | None = None, data: ImageDataset | None = None) -> ImageTeacher:
+    """Train the teacher described by resolved :data:`TEACHER` parameters and save it (``.npz``
+    plus a ``.json`` summary); an existing file with the same dataset, activation and width
+    is loaded instead."""
+    path = teacher_path(params)
+    if path.is_file():
+        teacher = ImageTeacher.load(path)
+        want = (params["dataset"], params["act"], tuple(params["r"]))
+        have = (teacher.dataset, teacher.spec.activation, teacher.spec.hidden_sizes)
+        if have != want:
+            raise ConfigError(f"{str(path)!r} holds a teacher with (dataset, act, r) = {have}, not {want}")
+        _emit(progress, "message", text=f"loaded teacher {path}")
+        return teacher
+    data = data or load_dataset(params["dataset"], params["data_dir"] or None, params["download"])
+    _emit(progress, "stage", name="teacher", total=params["teacher_epochs"])
+    teacher = train_image_teacher(
+        data, params["r"], params["act"], params["seed"], max_epochs=params["teacher_epochs"],
+        batch_size=params["batch_size"], lr=params["lr"], device=params["device"], dtype=params["dtype"],
+        threads=params["threads"] or None, progress=lambda d: _emit(progress, "teacher_epoch", **d),
+    )
+    teacher.save(path)
+    atomic_write_json(path.with_suffix(".json"), teacher.info())
+    return teacher
+
+
+# ---------------------------------------------------------------------------- ec mnist
+def run_mnist(config=None, progress: Progress | None = None, **values) -> dict:
+    """Run (or resume) one ``ec mnist`` experiment.
+
+    Parameters
+    ----------
+    config : str, Path or dict, optional
+        TOML file or table of :data:`MNIST` parameters.
+    progress : callable(event, **info), optional
+        Events: ``"stage"`` (``name``), ``"teacher_epoch"``, ``"epoch"`` (``phase`` =
+        ``"students"`` or ``"finetune"``, plus the trainer's progress fields), ``"message"``
+        (``text``), and those of :class:`ec.reconstruct.ExpandAndCluster`.
+    **values
+        Parameter values (as given on the command line; None means "not given").
+
+    Returns
+    -------
+    dict
+        The report (also in ``<run dir>/report.json``).
+    """
+    from .reconstruct import ExpandAndCluster
+    from .runs import RunDir
+
+    p = MNIST.resolve(values, config)
+    t_start = time.perf_counter()
+    data_dir = p["data_dir"] or None
+    data = load_dataset(p["dataset"], data_dir, p["download"])
+    query_name = p["query_dataset"] or p["dataset"]
+    query = data if query_name == p["dataset"] else load_dataset(query_name, data_dir, p["download"])
+    if query.d_in != data.d_in:
+        raise ConfigError(f"--query-dataset={query_name!r} has {query.d_in} inputs per image, "
+                          f"the {p['dataset']!r} teacher takes {data.d_in}")
+    query = query.subset(p["n_train"], seed=p["seed"])
+    rd = RunDir(p["out"] or default_run_dir(p))
+    config_json = {**p, "r": list(p["r"]), "data_source": data.source, "query_source": query.source}
+    resumed = rd.init(config_json, STUDENT_KEYS)
+    _emit(progress, "message", text=f"{'resuming' if resumed else 'new'} run in {rd.path}")
+
+    # 1. teacher
+    t0 = time.perf_counter()
+    if p["teacher"]:
+        teacher = ImageTeacher.load(p["teacher"])
+        _check_teacher(teacher, p, data)
+    elif (rd.path / "teacher.npz").is_file():
+        teacher = ImageTeacher.load(rd.path / "teacher.npz")
+    else:
+        shared = {k: p[k] for k in TEACHER_KEYS}
+        teacher = train_teacher(TEACHER.resolve({**shared, "out": str(rd.path / "teacher.npz")}), progress, data)
+    t_teacher = time.perf_counter() - t0
+    _emit(progress, "message", text=f"teacher {teacher.spec.layer_sizes} {teacher.spec.activation}: "
+                                     f"test accuracy {teacher.test_accuracy:.4f}")
+
+    # 2. queries
+    X, y = query.X_train, teacher.predict(query.X_train)
+    X_test, y_test = query.X_test, teacher.predict(query.X_test)
+
+    # 3. students
+    r = teacher.spec.hidden_sizes[0]
+    est = ExpandAndCluster(
+        student_hidden_sizes=(int(round(p["rho"] * r)),), n_students=p["n_students"], gamma=p["gamma"],
+        beta=p["beta"], activation=p["act"], backend="torch", finetune_budget=epoch_budget(p["finetune_epochs"]),
+        seed=p["seed"], n_jobs=1, progress=progress,
+        backend_options=_trainer_options(p, lambda d: _emit(progress, "epoch", phase="finetune", **d)),
+    )
+    t0 = time.perf_counter()
+    students = _students(rd, est, p, X, y, progress)
+    t_students = time.perf_counter() - t0
+
+    # 4-6. mask, reconstruction, metrics
+    recon_key = {k: p[k] for k in RECON_KEYS}
+    report_path = rd.path / "report.json"
+    if report_path.is_file():
+        old = json.loads(report_path.read_text())
+        if old.get("recon_key") == json.loads(json.dumps(recon_key)):
+            _emit(progress, "message", text="reconstruction already done (resumed run)")
+            return old
+    mask = _mask(rd, p, X, y)
+    est.feature_mask = mask
+    t0 = time.perf_counter()
+    est.fit(X, y, students=students)
+    t_recon = time.perf_counter() - t0
+    _emit(progress, "stage", name="metrics")
+    table1, rows = table1_metrics(est.spec_, est.params_, teacher, mask, X_test, y_test,
+                                  data if query_name == p["dataset"] else None)
+    cross = cross_dataset_metrics(est.spec_, est.params_, teacher, _eval_names(p, data, query_name), data_dir,
+                                  p["download"], progress)
+    report = {
+        "command": "mnist",
+        "run_dir": str(rd.path),
+        "recon_key": recon_key,
+        "dataset": p["dataset"],
+        "query_dataset": query_name,
+        "data_source": data.source,
+        "query_source": query.source,
+        "n_queries": int(len(X)),
+        "teacher": teacher.info(),
+        "table1": table1,
+        "cross_dataset": cross,
+        "students": _student_summary(students, X_test, y_test),
+        "mask": {"method": p["mask"], "kept": int(mask.sum()), "d_in": int(mask.size)},
+        "reconstruction": est.report_,
+        "seconds": {"teacher": t_teacher, "students": t_students, "reconstruction": t_recon,
+                    "total": time.perf_counter() - t_start},
+    }
+    rd.save_result(rd.path, est.spec_, est.params_, est.clusters_[0], report, rows)
+    _emit(progress, "stage", name="plots")
+    _plots(rd.path, teacher, est, students, mask, data.image_shape, rows)
+    return report
+
+
+def _check_teacher(teacher: ImageTeacher, p: dict, data: ImageDataset) -> None:
+    problems = []
+    if teacher.spec.d_in != data.d_in:
+        problems.append(f"it takes {teacher.spec.d_in} inputs, {p['dataset']!r} images have {data.d_in}")
+    if teacher.spec.activation != p["act"]:
+        problems.append(f"its activation is {teacher.spec.activation!r}, --act is {p['act']!r}")
+    if teacher.spec.hidden_sizes != tuple(p["r"]):
+        problems.append(f"its hidden sizes are {teacher.spec.hidden_sizes}, --r is {tuple(p['r'])}")
+    if problems:
+        raise ConfigError(f"--teacher={p['teacher']!r} does not fit: " + "; ".join(problems))
+
+
+def _trainer_options(p: dict, progress) -> dict:
+    return {"device": p["device"], "dtype": p["dtype"], "batch_size": p["batch_size"], "lr": p["lr"],
+            "patience": p["patience"], "seed": p["seed"], "threads": p["threads"] or None, "progress": progress}
+
+
+def _students(rd, est, p: dict, X: Array, y: Array, progress) -> list[TrainResult]:
+    """Saved students that finished within this budget, plus the others trained (resumed from
+    their batch checkpoint when one exists)."""
+    spec = est.student_spec(X.shape[1], y.shape[1])
+    seeds = est.student_seeds()
+    done = rd.load_students(len(seeds), spec, seeds)
+    finished = {i: s for i, s in done.items()
+                if not s.failed and (s.stop_reason != "budget" or s.phases[0].steps >= p["max_epochs"])}
+    todo = [i for i in range(len(seeds)) if i not in finished]
+    _emit(progress, "stage", name="students", total=p["max_epochs"], todo=len(todo), done=len(finished))
+    if todo:
+        tag = hashlib.sha1(json.dumps([seeds[i] for i in todo]).encode()).hexdigest()[:10]
+        options = _trainer_options(p, lambda d: _emit(progress, "epoch", phase="students", **d))
+        options["checkpoint"] = rd.path / "students" / f"batch-{tag}.ckpt.npz"
+        theta0s = [spec.init_params(seeds[i], p["init"]) for i in todo]
+
+        def save(j: int, res: TrainResult) -> None:
+            rd.save_student(todo[j], res)
+            finished[todo[j]] = res
+
+        train_students(spec, X, y, [seeds[i] for i in todo], backend="torch", budget=epoch_budget(p["max_epochs"]),
+                       theta0s=theta0s, on_result=save, **options)
+    return [finished[i] for i in range(len(seeds))]
+
+
+def _mask(rd, p: dict, X: Array, y: Array) -> Array:
+    """The pixel mask, cached per method (Boruta takes minutes)."""
+    path = rd.path / f"mask-{p['mask']}.npz"
+    if path.is_file():
+        with np.load(path) as f:
+            return f["mask"].astype(bool)
+    mask = pixel_mask(X, np.argmax(y, axis=1), p["mask"], p["seed"])
+    atomic_save_npz(path, mask=mask)
+    return mask
+
+
+def _masked(spec: MLPSpec, theta: Array, mask: Array) -> tuple[MLPSpec, Array]:
+    """The same network restricted to the masked inputs (first-layer columns dropped)."""
+    layers = spec.unpack(theta)
+    W, b = layers[0]
+    sub = MLPSpec((int(mask.sum()), *spec.layer_sizes[1:]), spec.activation)
+    return sub, sub.pack([(W[:, mask], b), *layers[1:]])
+
+
+def table1_metrics(spec, theta, teacher: ImageTeacher, mask: Array, X_test: Array, y_test: Array,
+                   labelled: ImageDataset | None = None) -> tuple[dict, list[dict]]:
+    """Table 1's columns and the per-neuron matching on the masked inputs.
+
+    Parameters
+    ----------
+    spec, theta : the reconstruction.
+    teacher : ImageTeacher
+    mask : ndarray of bool, shape (d_in,)
+    X_test, y_test : held-out queries and the teacher's logits on them.
+    labelled : ImageDataset, optional
+        Labelled test set for teacher / reconstruction accuracy (the teacher's own dataset
+        when the queries come from it).
+
+    Returns
+    -------
+    summary : dict
+        ``test_rmse``, ``r``, ``m_hat``, ``m_hat_over_r``, ``excess``, ``missing``,
+        ``mean_cos_dist`` / ``max_cos_dist`` (masked inputs), ``mean_cos_dist_all_inputs``,
+        ``mean_a_dist``, ``agreement`` (same argmax as the teacher on ``X_test``) and, with
+        ``labelled``, ``teacher_accuracy`` / ``reconstruction_accuracy``.
+    rows : list of dict
+        Per matched neuron on the masked inputs (:func:`ec.metrics.match_neurons`).
+    """
+    masked, rows = compare_networks(*_masked(spec, theta, mask), *_masked(teacher.spec, teacher.params, mask))
+    full, _ = compare_networks(spec, theta, teacher.spec, teacher.params)
+    pred = spec.forward(theta, X_test)
+    out = {
+        "test_rmse": rmse(pred, y_test),
+        **{k: masked[k] for k in ("r", "m_hat", "m_hat_over_r", "excess", "missing", "mean_cos_dist", "max_cos_dist",
+                                  "mean_a_dist", "max_a_dist")},
+        "mean_cos_dist_all_inputs": full["mean_cos_dist"],
+        "agreement": float(np.mean(pred.argmax(1) == y_test.argmax(1))),
+    }
+    if labelled is not None:
+        out["teacher_accuracy"] = accuracy(y_test, labelled.y_test)
+        out["reconstruction_accuracy"] = accuracy(pred, labelled.y_test)
+    return out, rows
+
+
+def _eval_names(p: dict, data: ImageDataset, query_name: str) -> list[str]:
+    if p["eval_datasets"] == "none":
+        return []
+    if p["eval_datasets"] == "auto":
+        other = {"mnist": "fashion", "fashion": "mnist"}.get(p["dataset"])
+        return [other] if other and other != query_name else []
+    return [n for n in p["eval_datasets"].split(",") if n]
+
+
+def cross_dataset_metrics(spec, theta, teacher: ImageTeacher, names, data_dir, download, progress=None) -> dict:
+    """Table 2: RMSE and argmax agreement between reconstruction and teacher on other test sets.
+
+    A dataset that is not available here, or whose images have another size, is reported
+    with its reason instead of numbers.
+    """
+    from .data import DatasetUnavailable
+
+    out = {}
+    for name in names:
+        try:
+            ds = load_dataset(name, data_dir, download)
+        except DatasetUnavailable as exc:
+            out[name] = {"skipped": str(exc)}
+            continue
+        if ds.d_in != spec.d_in:
+            out[name] = {"skipped": f"{ds.d_in} inputs per image, the teacher takes {spec.d_in}"}
+            continue
+        y_t, y_r = teacher.predict(ds.X_test), spec.forward(theta, ds.X_test)
+        out[name] = {"rmse": rmse(y_r, y_t), "agreement": float(np.mean(y_r.argmax(1) == y_t.argmax(1))),
+                     "n": int(len(ds.X_test)), "source": ds.source}
+        _emit(progress, "message", text=f"cross-dataset {name}: rmse {out[name]['rmse']:.3g}, "
+                                         f"agreement {out[name]['agreement']:.4f}")
+    return out
+
+
+def _student_summary(students: list[TrainResult], X_test: Array, y_test: Array) -> dict:
+    return {
+        "train_mse": [s.loss for s in students],
+        "test_rmse": [rmse(s.spec.forward(s.params, X_test), y_test) for s in students],
+        "epochs": [s.phases[0].steps if s.phases else 0 for s in students],
+        "stop_reasons": [s.stop_reason for s in students],
+        "seconds": max((s.seconds for s in students), default=0.0),
+    }
+
+
+def _plots(path: Path, teacher, est, students, mask, image_shape, rows) -> None:
+    from .plots import mnist as plots
+
+    plots.plot_mask(mask, image_shape, path / "plots" / "mask.png")
+    plots.plot_neuron_pairs(teacher, est.spec_, est.params_, rows, image_shape, path / "plots" / "neurons.png")
+    plots.plot_alignment(rows, path / "plots" / "alignment.png")
+    plots.plot_student_curves(students, path / "plots" / "students.png")

@@ -1,0 +1,232 @@
+"""Layer-wise Expand-and-Cluster for deep teachers (ec.layerwise, issue 7).
+
+Training overparameterised deep students from scratch takes minutes even for tiny
+teachers, so the end-to-end test starts from *planted* original students (each an exact
+overparameterised copy of the teacher: duplicated neurons, zero-type and constant-type
+distractors, 1e-7 noise) and really trains everything after that: the retraining of the
+upper layers on the fixed reconstructed layer, the bias filter and the final fine-tune.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from ec.activations import get_activation
+from ec.layerwise import (
+    LayerwiseExpandAndCluster,
+    bias_spread,
+    compare_layers,
+    fixed_weights_mask,
+    fold_constant_neurons,
+    per_layer,
+    retrain_and_filter,
+    stage_init,
+    stage_seeds,
+    sub_student,
+)
+from ec.mlp import MLPSpec, mse
+from ec.teachers import make_teacher
+from ec.train import Budget, TrainResult
+
+ACT = "g"
+TEACHER = (2, 3, 2, 1)
+# Retraining and fine-tuning budgets small enough for a loaded 2-core machine.
+RETRAIN = Budget(ode_steps=150, ode_time=60.0, optim_steps=150, optim_time=60.0)
+FINETUNE = Budget(ode_steps=0, ode_time=0.0, optim_steps=200, optim_time=60.0)
+
+
+def _planted_layer(rng, W_t, b_t, width, noise):
+    """Neurons of one student layer: every teacher neuron once or twice (with the share of
+    its outgoing weight each copy carries), then distractors up to ``width``.
+
+    Returns ``W, b, kind, share``: ``kind[i]`` is the teacher neuron copied by neuron ``i``,
+    -1 for a zero-type distractor (random weights, no outgoing weight), -2 for a
+    constant-type one (zero weights: its output is the constant ``sigma(b)``).
+    """
+    rows = []
+    for k in range(len(b_t)):
+        copies = rng.integers(1, 3)
+        for share in rng.dirichlet(np.ones(copies)) if copies > 1 else [1.0]:
+            rows.append((W_t[k] + noise * rng.normal(size=W_t.shape[1]), b_t[k] + noise * rng.normal(), k, share))
+    while len(rows) < width:
+        if len(rows) % 2:
+            rows.append((np.zeros(W_t.shape[1]), rng.normal(), -2, 0.0))
+        else:
+            rows.append((2.0 * rng.normal(size=W_t.shape[1]), rng.normal(), -1, 0.0))
+    perm = rng.permutation(width)
+    W = np.array([rows[p][0] for p in perm])
+    b = np.array([rows[p][1] for p in perm])
+    kind = np.array([rows[p][2] for p in perm])
+    share = np.array([rows[p][3] for p in perm])
+    return W, b, kind, share
+
+
+def planted_deep_students(teacher, widths, n_students, X, y, noise=1e-7, seed=0):
+    """Overparameterised deep students that compute the teacher's function (up to ``noise``)."""
+    act = get_activation(teacher.spec.activation)
+    t_layers = teacher.spec.unpack(teacher.params)
+    spec = MLPSpec((teacher.spec.d_in, *widths, teacher.spec.d_out), teacher.spec.activation)
+    rng = np.random.default_rng(seed)
+    students = []
+    for s in range(n_students):
+        layers = []
+        for l, width in enumerate(widths):
+            W, b, kind, share = _planted_layer(rng, *t_layers[l], width, noise)
+            if l > 0:  # the teacher's weights, re-expressed over the previous student layer
+                W = _incoming(rng, kind, prev_kind, prev_share, t_layers[l][0])
+                W, b = _absorb_constants(rng, W, b, kind, prev_kind, layers[-1][1], act)
+            layers.append((W, b))
+            prev_kind, prev_share = kind, share
+        A_t, c_t = t_layers[-1]
+        A = _incoming(rng, np.arange(len(c_t)), prev_kind, prev_share, A_t)
+        layers.append(_absorb_constants(rng, A, c_t.copy(), np.arange(len(c_t)), prev_kind, layers[-1][1], act))
+        theta = spec.pack(layers)
+        students.append(TrainResult(spec, theta, mse(spec, theta, X, y), 0.0, "min_loss", seed=s))
+    return spec, students
+
+
+def _incoming(rng, kind, prev_kind, prev_share, W_t):
+    """Incoming weights of neurons ``kind`` over inputs ``prev_kind``: a copy of teacher neuron
+    ``q`` takes ``W_t[q, k] * share`` from each copy of ``k``; zero-type distractors take random
+    weights; constant-type ones (and inputs that are distractors) zero."""
+    copies = prev_kind >= 0
+    W = np.zeros((len(kind), len(prev_kind)))
+    for i, q in enumerate(kind):
+        if q >= 0:
+            W[i, copies] = W_t[q, prev_kind[copies]] * prev_share[copies]
+        elif q == -1:
+            W[i, copies] = rng.normal(size=int(copies.sum()))
+    return W
+
+
+def _absorb_constants(rng, W, b, kind, prev_kind, prev_b, act):
+    """Random weights on constant-type inputs (``sigma(b)``), compensated exactly in the bias;
+    none for constant-type neurons, which keep all-zero weights."""
+    const = prev_kind == -2
+    u = rng.normal(size=(W.shape[0], int(const.sum()))) * (kind != -2)[:, None]
+    W[:, const] = u
+    return W, b - u @ act.f(prev_b[const])
+
+
+@pytest.fixture(scope="module")
+def problem():
+    teacher = make_teacher(TEACHER, 3, ACT)
+    data = teacher.dataset(400, 400)
+    return teacher, data
+
+
+def _estimator(**kw):
+    kw = {"n_students": 4, "backend": "flow", "n_jobs": 1, "retrain_budget": RETRAIN, "finetune_budget": FINETUNE,
+          **kw}
+    return LayerwiseExpandAndCluster((8, 8), **kw)
+
+
+@pytest.mark.slow
+def test_layerwise_reconstructs_a_tiny_deep_teacher_end_to_end(problem):
+    teacher, data = problem
+    X, y = data.X_train, data.y_train
+    _, students = planted_deep_students(teacher, (8, 8), 4, X, y)
+    assert max(s.loss for s in students) < 1e-10  # the planted students are exact
+    est = _estimator(gamma=0.75, beta=math.pi / 12).fit(X, y, students=students)
+
+    assert est.layer_sizes_ == TEACHER
+    summary, layers = compare_layers(est.spec_, est.params_, teacher.spec, teacher.params, data.X_test, data.y_test)
+    assert summary["excess"] == [0, 0] and summary["missing"] == [0, 0]
+    assert all(L["max_angle_deg"] < 1.0 for L in layers)
+    assert summary["test_rmse"] < 1e-6
+    report = est.report_
+    assert report["m_hat"] == [3, 2]
+    assert report["layers"][0]["bias_filter"]["removed"] == []
+    assert report["train_loss"]["finetuned"] <= report["train_loss"]["folded"]
+
+    # Every retrained student holds the same reconstructed first-layer weights, bit for bit.
+    retrained = est.retrained_[0]
+    mask = fixed_weights_mask(retrained[0].spec, 1)
+    assert all(np.array_equal(s.params[~mask], retrained[0].params[~mask]) for s in retrained)
+
+
+def test_retraining_keeps_fixed_weights_bit_for_bit(problem):
+    teacher, data = problem
+    X, y = data.X_train[:200], data.y_train[:200]
+    fixed = [teacher.spec.unpack(teacher.params)[0]]
+    spec = MLPSpec((2, 3, 4, 1), ACT)
+    est = _estimator(n_students=2, retrain_budget=Budget(ode_steps=20, ode_time=30.0, optim_steps=20, optim_time=30.0))
+    students, _ = retrain_and_filter(est, X, y, list(fixed), (4,), 1, est.retrain_budget, 10.0)
+    mask = fixed_weights_mask(spec, 1)
+    assert mask.sum() == spec.n_params - 6  # only W_1 (3 x 2) is fixed
+    for s, seed in zip(students, stage_seeds(0, 1, 2)):
+        theta0 = stage_init(spec, fixed, seed)
+        assert np.array_equal(s.params[~mask], theta0[~mask])
+        assert not np.array_equal(s.params[mask], theta0[mask])  # the rest, biases included, trained
+        assert not np.array_equal(s.spec.unpack(s.params)[0][1], fixed[0][1])
+
+
+def test_bias_filter_removes_a_mis_clustered_neuron(problem):
+    teacher, data = problem
+    X, y = data.X_train, data.y_train
+    (W1, b1) = teacher.spec.unpack(teacher.params)[0]
+    # A "cluster" that is no teacher neuron: a steep neuron the students use in different ways.
+    bogus_w, bogus_b = np.array([[2.5, 1.7]]), np.array([0.4])
+    fixed = [(np.vstack([W1, bogus_w]), np.append(b1, bogus_b))]
+    est = _estimator(n_students=4)
+    students, report = retrain_and_filter(est, X, y, fixed, (8,), 1, RETRAIN, 0.1)
+    assert report["removed"] == [3]
+    assert report["rounds"] == 2
+    np.testing.assert_array_equal(fixed[0][0], W1)  # the layer lost the bogus neuron only
+    assert max(report["std"]) <= 0.1
+    assert bias_spread(students, 0).shape == (3,)
+
+
+def test_fold_constant_neurons_preserves_the_function():
+    rng = np.random.default_rng(0)
+    spec = MLPSpec((3, 5, 4, 2), ACT)
+    layers = spec.unpack(spec.init_params(1))
+    W1, b1 = layers[0]
+    W1[1] = 0.0  # constant type: sigma(b) everywhere
+    b1[:] = rng.normal(size=5)
+    layers[1][0][:, 3] = 0.0  # zero type: the next layer ignores neuron 3
+    W2, b2 = layers[1]
+    W2[2] = 0.0  # a second-layer constant neuron
+    theta = spec.pack(layers)
+    X = rng.uniform(-2, 2, size=(300, 3))
+    new_spec, new_theta, removed = fold_constant_neurons(spec, theta, X)
+    assert removed == [[1, 3], [2]]
+    assert new_spec.layer_sizes == (3, 3, 3, 2)
+    np.testing.assert_allclose(new_spec.forward(new_theta, X), spec.forward(theta, X), rtol=0, atol=1e-12)
+
+    # A nearly constant neuron is folded with its mean: the function moves by its variation only.
+    W1[1] = 1e-7 * rng.normal(size=3)
+    theta = spec.pack(layers)
+    new_spec, new_theta, removed = fold_constant_neurons(spec, theta, X)
+    assert removed[0] == [1, 3]
+    err = np.abs(new_spec.forward(new_theta, X) - spec.forward(theta, X)).max()
+    assert 0 < err < 1e-5
+
+
+def test_sub_student_and_per_layer_helpers():
+    spec = MLPSpec((2, 5, 4, 1), ACT)
+    theta = spec.init_params(0)
+    s = TrainResult(spec, theta, 1e-3, 0.0, "budget", seed=7)
+    sub = sub_student(s, 1)
+    assert sub.spec.layer_sizes == (5, 4, 1) and sub.loss == 1e-3 and sub.seed == 7
+    np.testing.assert_array_equal(sub.params, np.concatenate([theta[2 * 5 + 5:]]))
+    assert per_layer(0.5, 3, "gamma") == (0.5, 0.5, 0.5)
+    assert per_layer([0.5, 0.4], 2, "beta") == (0.5, 0.4)
+    with pytest.raises(ValueError, match="gamma"):
+        per_layer([0.5, 0.4], 3, "gamma")
+    assert len(set(stage_seeds(0, 0, 4) + stage_seeds(0, 1, 4))) == 8
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"gamma": (0.5, 0.5, 0.5)}, "gamma"),
+    ({"beta": (0.1, 0.0)}, "beta"),
+    ({"bias_std_max": 0.0}, "bias_std_max"),
+    ({"fold_tol": 1.0}, "fold_tol"),
+])
+def test_bad_parameters_raise(kwargs, match):
+    est = LayerwiseExpandAndCluster((8, 8), **kwargs)
+    with pytest.raises(ValueError, match=match):
+        est.fit(np.zeros((10, 2)), np.zeros(10))

@@ -1,0 +1,107 @@
+"""``ec synth`` / ``ec cluster``: option validation, an end-to-end run that recovers a small
+teacher, interruption and resume, re-clustering."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from ec.cli import cli
+from ec.synth import SYNTH, recluster, run_synth
+
+# A 2-2-1 teacher, 5 students of width 4 on 300 queries, trained by Newton steps only; step
+# budgets (not time budgets), so that the result does not depend on the machine's load.
+# A neuron needs 2 students that agree on it (gamma N = 0.4 * 5).
+SMALL = {
+    "din": 2, "r": 2, "rho": 2, "n_students": 5, "gamma": 0.4, "seed": 0, "jobs": 1, "n_train": 300,
+    "n_test": 500, "ode_steps": 0, "optim_steps": 200, "optim_time": 120.0, "finetune_time": 60.0,
+}
+
+
+@pytest.mark.parametrize(
+    "args,option",
+    [
+        (["--rho", "0.5"], "--rho"),
+        (["--gamma", "0"], "--gamma"),
+        (["--gamma", "1.5"], "--gamma"),
+        (["--act", "nope"], "--act"),
+        (["--din", "0"], "--din"),
+        (["--r", "0"], "--r"),
+        (["--beta", "-1"], "--beta"),
+        (["--n-students", "2", "--gamma", "0.5"], "--gamma"),
+        (["--backend", "nope"], "--backend"),
+        (["--config", "does-not-exist.toml"], "does-not-exist.toml"),
+    ],
+)
+def test_bad_options_exit_nonzero_with_a_clear_message(args, option, tmp_path):
+    result = CliRunner().invoke(cli, ["synth", "--out", str(tmp_path / "run"), *args])
+    assert result.exit_code == 2, result.output
+    assert option in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_config_key_is_an_error(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[synth]\ndin = 2\nwidth = 3\n")
+    result = CliRunner().invoke(cli, ["synth", "--config", str(cfg)])
+    assert result.exit_code == 2 and "width" in result.output
+
+
+def test_config_file_and_options_merge(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[synth]\ndin = 8\nr = 4\nbeta = '8deg'\n")
+    params = SYNTH.resolve({"r": 2}, cfg)
+    assert params["din"] == 8 and params["r"] == 2 and params["beta"] == pytest.approx(8 * 3.141592653589793 / 180)
+
+
+def test_cluster_command_needs_a_run_directory(tmp_path):
+    result = CliRunner().invoke(cli, ["cluster", str(tmp_path)])
+    assert result.exit_code == 2 and "not a run directory" in result.output
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_end_to_end_interrupt_resume_recover_and_recluster(tmp_path):
+    out = tmp_path / "run"
+
+    def crash_after_two(event, **info):
+        if event == "student" and info["done"] == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run_synth(SMALL, out, crash_after_two)
+    saved = sorted(p.name for p in (out / "students").iterdir())
+    assert saved == ["00000.npz", "00001.npz"]
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "students").iterdir()}
+
+    events = []
+    report = run_synth(SMALL, out, lambda event, **info: events.append((event, info.get("resumed"))))
+    assert events.count(("student", True)) == 2 and events.count(("student", False)) == 3
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "students").iterdir() if p.name in stamps} == stamps
+
+    # the small teacher is recovered exactly, with its width
+    assert report["status"] == "recovered", json.dumps(report["summary"])
+    assert report["summary"]["m_hat"] == 2 and report["summary"]["test_rmse"] <= 1e-10
+    assert report["summary"]["max_cos_dist"] < 1e-10
+    for name in ("config.json", "teacher.npz", "report.json", "neurons.csv", "clusters.json", "clusters.npz",
+                 "reconstruction.npz", "plots/similarity.png", "plots/dendrogram.png", "plots/alignment.png"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "report.json").read_text())["summary"]["m_hat"] == 2
+
+    # a finished run re-clusters without training anything
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "students").iterdir()}
+    result = CliRunner().invoke(cli, ["cluster", str(out), "--gamma", "0.6", "--name", "strict", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    assert "m_hat" in result.output and (out / "recluster" / "strict" / "report.json").is_file()
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "students").iterdir()} == stamps
+    again = recluster(out, {"gamma": 0.5, "plots": False})
+    assert again["summary"]["m_hat"] == report["summary"]["m_hat"]
+
+    # the same directory refuses a different teacher
+    result = CliRunner().invoke(cli, ["synth", "--out", str(out), "--din", "3", "--n-students", "5"])
+    assert result.exit_code == 2 and "holds a different run" in result.output

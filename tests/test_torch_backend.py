@@ -1,0 +1,170 @@
+"""The torch backend: exact math against numpy and the flow kernels, batched == sequential,
+Adam == torch.optim.Adam, trainable masks, the plateau schedule, checkpoints."""
+
+import numpy as np
+import pytest
+import torch
+
+from ec.activations import HIDDEN_ACTIVATIONS, get_activation
+from ec.mlp import MLPSpec, mse
+from ec.teachers import make_teacher
+from ec.train import Budget, backend_availability, get_backend, train_students
+from ec.train.torch_backend import TorchTrainer, batched_forward, stack_params, torch_activation, unstack_params
+
+TEACHER = make_teacher((6, 3, 2), seed=1, activation="g")
+DATA = TEACHER.dataset(300, 50)
+X, Y = DATA.X_train, DATA.y_train
+SPEC = MLPSpec((6, 8, 2), "g")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # The test machine's cores are shared: one torch thread is faster than several.
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def thetas(n, spec=SPEC):
+    return [spec.init_params(s, "uniform") for s in range(n)]
+
+
+@pytest.mark.parametrize("name", HIDDEN_ACTIVATIONS)
+def test_torch_activations_equal_numpy(name):
+    x = np.linspace(-40, 40, 2001)
+    got = torch_activation(name)(torch.as_tensor(x)).numpy()
+    np.testing.assert_allclose(got, get_activation(name).f(x), rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("sizes,act", [((6, 8, 2), "g"), ((6, 5, 4, 2), "tanh"), ((6, 7, 2), "relu")])
+def test_loss_and_gradient_match_flow_kernels_and_numpy(sizes, act):
+    kernels = pytest.importorskip("ec.train.flow.kernels")
+    spec = MLPSpec(sizes, act)
+    ths = np.stack(thetas(3, spec))
+    loss, grad = TorchTrainer(dtype="float64").loss_and_grad(spec, ths, X, Y)
+    for i, th in enumerate(ths):
+        ref_loss, ref_grad = kernels.loss_grad(spec, th, X, Y)
+        assert loss[i] == pytest.approx(mse(spec, th, X, Y), rel=1e-13)
+        assert loss[i] == pytest.approx(ref_loss, rel=1e-13)
+        np.testing.assert_allclose(grad[i], ref_grad, rtol=1e-10, atol=1e-14)
+
+
+def test_stack_unstack_and_forward_roundtrip():
+    ths = np.stack(thetas(4))
+    tensors = stack_params(SPEC, ths, torch.float64, "cpu")
+    np.testing.assert_array_equal(unstack_params(tensors), ths)
+    out = batched_forward(tensors, torch.as_tensor(X), torch_activation("g")).numpy()
+    for i in range(4):
+        np.testing.assert_allclose(out[i], SPEC.forward(ths[i], X), rtol=1e-12, atol=1e-13)
+
+
+def test_batched_students_reduce_loss_and_match_sequential_runs():
+    trainer = TorchTrainer(dtype="float64", batch_size=64, lr=3e-3, eval_every=5)
+    budget = Budget(max_epochs=30)
+    ths = thetas(3)
+    batch = trainer.fit_many(SPEC, X, Y, ths, budget)
+    for th, res in zip(ths, batch):
+        single = trainer.fit(SPEC, X, Y, th, budget)
+        assert res.loss < 0.5 * mse(SPEC, th, X, Y)
+        assert res.loss == pytest.approx(mse(SPEC, res.params, X, Y), rel=1e-12)
+        np.testing.assert_allclose(res.params, single.params, rtol=1e-9, atol=1e-12)
+        assert res.params.dtype == np.float64 and res.stop_reason == "budget"
+        assert res.phases[0].steps == 30 and res.loss_curve.shape == (7, 2)
+
+
+def test_adam_matches_torch_optim_adam():
+    trainer = TorchTrainer(dtype="float64", batch_size=100, lr=1e-2, patience=10**6, eval_every=1000)
+    th = thetas(1)[0]
+    res = trainer.fit(SPEC, X, Y, th, Budget(max_epochs=4))
+    # The same updates with torch's own Adam and the trainer's mini-batch order.
+    params = [t[0].clone().requires_grad_() for t in stack_params(SPEC, th[None], torch.float64, "cpu")]
+    opt = torch.optim.Adam(params, lr=1e-2)
+    act = torch_activation("g")
+    Xt, Yt = torch.as_tensor(X), torch.as_tensor(Y)
+    for epoch in range(4):
+        perm = np.random.default_rng((0, epoch)).permutation(len(X))
+        for s in range(0, len(X), 100):
+            idx = torch.as_tensor(perm[s : s + 100])
+            out = batched_forward([p[None] for p in params], Xt[idx], act)[0]
+            loss = ((out - Yt[idx]) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    np.testing.assert_allclose(unstack_params([p[None] for p in params])[0], res.params, rtol=1e-10, atol=1e-13)
+
+
+def test_trainable_mask_keeps_fixed_parameters():
+    th = thetas(2)
+    trainable = np.zeros(SPEC.n_params, dtype=bool)
+    w0, b0, end = SPEC.offsets()[1]
+    trainable[w0:end] = True  # train the output layer only
+    res = TorchTrainer(dtype="float64", batch_size=64).fit_many(SPEC, X, Y, th, Budget(max_epochs=10), trainable)
+    for t, r in zip(th, res):
+        np.testing.assert_array_equal(r.params[~trainable], t[~trainable])
+        assert not np.allclose(r.params[trainable], t[trainable])
+        assert r.loss < mse(SPEC, t, X, Y)
+
+
+def test_float32_default_and_float64_option():
+    th = thetas(1)
+    r32 = TorchTrainer(batch_size=64).fit_many(SPEC, X, Y, th, Budget(max_epochs=5))[0]
+    r64 = TorchTrainer(dtype="float64", batch_size=64).fit_many(SPEC, X, Y, th, Budget(max_epochs=5))[0]
+    assert r32.params.dtype == np.float64
+    assert 0 < np.abs(r32.params - r64.params).max() < 1e-4  # float32 rounding, same trajectory
+    with pytest.raises(ValueError, match="float16.*allowed: float32, float64"):
+        TorchTrainer(dtype="float16")
+
+
+def test_plateau_schedule_stops_at_min_lr():
+    # Nothing trainable: the loss never improves, so the learning rate drops every
+    # patience+1 epochs: 1e-3 -> 5e-4 (epoch 4) -> 2.5e-4 < min_lr (epoch 7): converged.
+    trainer = TorchTrainer(batch_size=64, patience=2, factor=0.5, min_lr=3e-4)
+    frozen = np.zeros(SPEC.n_params, dtype=bool)
+    res = trainer.fit(SPEC, X, Y, thetas(1)[0], Budget(max_epochs=100), frozen)
+    assert res.stop_reason == "converged" and res.phases[0].steps == 7
+
+
+def test_min_loss_stop_and_budget_in_seconds():
+    tparams = TEACHER.params
+    res = TorchTrainer(dtype="float64").fit(TEACHER.spec, X, Y, tparams, Budget(max_epochs=50, min_loss=1e-20))
+    assert res.stop_reason == "min_loss" and res.phases[0].steps == 0 and res.loss < 1e-20
+    res = TorchTrainer().fit(SPEC, X, Y, thetas(1)[0], Budget(max_epochs=10**6, optim_time=0.3))
+    assert res.stop_reason == "budget" and res.phases[0].steps < 10**6
+
+
+def test_checkpoint_resume_is_exact(tmp_path):
+    ckpt = tmp_path / "students.ckpt.npz"
+    ths = thetas(2)
+    kw = dict(dtype="float64", batch_size=64, eval_every=3)
+    full = TorchTrainer(**kw).fit_many(SPEC, X, Y, ths, Budget(max_epochs=12))
+    TorchTrainer(**kw, checkpoint=ckpt).fit_many(SPEC, X, Y, ths, Budget(max_epochs=5))  # "interrupted"
+    assert ckpt.exists()
+    resumed = TorchTrainer(**kw, checkpoint=ckpt).fit_many(SPEC, X, Y, ths, Budget(max_epochs=12))
+    for a, b in zip(full, resumed):
+        np.testing.assert_array_equal(a.params, b.params)
+        assert b.phases[0].steps == 12
+    with pytest.raises(ValueError, match="different run"):
+        TorchTrainer(**kw, checkpoint=ckpt).fit_many(SPEC, X, Y, thetas(3), Budget(max_epochs=12))
+
+
+def test_train_students_front_door_and_availability():
+    res = train_students(SPEC, X, Y, seeds=[3, 4], backend="torch", budget=Budget(max_epochs=3), batch_size=64)
+    assert [r.seed for r in res] == [3, 4] and all(r.backend == "torch" and not r.failed for r in res)
+    # train_students starts from Glorot-normal points; the curve's first point is the float32 loss there.
+    assert res[0].loss_curve[0, 1] == pytest.approx(mse(SPEC, SPEC.init_params(3), X, Y), rel=1e-6)
+    usable, reason = backend_availability("torch")
+    assert usable and "torch" in reason
+    assert get_backend("torch").batched
+
+
+def test_bad_options_raise_clear_errors():
+    with pytest.raises(ValueError, match="batch_size=0"):
+        TorchTrainer(batch_size=0)
+    with pytest.raises(ValueError, match="factor=1.5"):
+        TorchTrainer(factor=1.5)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA"):
+            TorchTrainer(device="cuda").fit(SPEC, X, Y, thetas(1)[0], Budget(max_epochs=1))
+    with pytest.raises(ValueError, match="expected \\(10,\\)|trainable has shape"):
+        TorchTrainer().fit(SPEC, X, Y, thetas(1)[0], Budget(max_epochs=1), np.ones(10, dtype=bool))
