@@ -3,6 +3,7 @@ input-output pairs (Martinelli et al., ICML 2024)."""
 
 from .activations import ACTIVATIONS, get_activation
 from .mlp import MLPSpec, mse
+from .reconstruct import ExpandAndCluster
 from .teachers import Dataset, Teacher, make_teacher
 from .train import Budget, TrainResult, train_students
 
@@ -12,6 +13,7 @@ __all__ = [
     "ACTIVATIONS",
     "Budget",
     "Dataset",
+    "ExpandAndCluster",
     "MLPSpec",
     "Teacher",
     "TrainResult",

@@ -49,11 +49,8 @@ BUNDLED = {"full": "grid.toml", "quick": "grid-quick.toml"}
 
 
 def _ints_between(lo: int, hi: int):
-    return lambda values: len(values) > 0 and all(lo <= v <= hi for v in values)
-
-
-def _distinct(values) -> bool:
-    return len(set(values)) == len(values)
+    """A check: a non-empty list of distinct ints in ``lo..hi``."""
+    return lambda values: len(values) > 0 and len(set(values)) == len(values) and all(lo <= v <= hi for v in values)
 
 
 def _reconstruct_rho_in_rho(cfg: dict) -> str | None:
@@ -70,8 +67,8 @@ def _positive_int(n) -> bool:
 GRID = Schema(
     "grid",
     (
-        Param("d_in", parse_int_list, (2, 4, 8, 16, 32), "Input dimensions d.", "ints in 1..99", _ints_between(1, 99)),
-        Param("r", parse_int_list, (2, 4, 8), "Teacher hidden widths r.", "ints in 1..99", _ints_between(1, 99)),
+        Param("d_in", parse_int_list, (2, 4, 8, 16, 32), "Input dimensions d.", "distinct ints in 1..99", _ints_between(1, 99)),
+        Param("r", parse_int_list, (2, 4, 8), "Teacher hidden widths r.", "distinct ints in 1..99", _ints_between(1, 99)),
         Param("n_teachers", int, 10, "Teachers per (d, r) cell.", "1..100", lambda n: 1 <= n <= 100),
         Param(
             "rho",
@@ -79,14 +76,14 @@ GRID = Schema(
             (1, 2, 4, 8),
             "Overparameterisation factors: student width m = rho * r.",
             "distinct ints >= 1",
-            lambda v: _ints_between(1, 10_000)(v) and _distinct(v),
+            _ints_between(1, 10_000),
         ),
         Param(
             "reconstruct_rho",
             parse_int_list,
             (4,),
             "Factors at which Expand-and-Cluster reconstructs each teacher (a subset of --rho).",
-            "ints, each also in --rho",
+            "distinct ints, each also in --rho",
             _ints_between(1, 10_000),
         ),
         Param("n_students", int, 20, "Students per teacher and rho (N).", ">= 1", _positive_int),
@@ -132,10 +129,6 @@ GRID = Schema(
     ),
     cross_checks=(_reconstruct_rho_in_rho,),
 )
-
-# Parameters that never change a result: kept out of every unit's hash.
-_NOT_HASHED = ("jobs", "scheduler", "out", "zero_loss", "recovered_rmse")
-
 
 # -- configuration ---------------------------------------------------------------------------
 def bundled_config(name: str) -> Path:
@@ -460,6 +453,30 @@ def write_report(out: str | Path, cfg: dict | None = None) -> dict[str, Path]:
     if len(recon):
         paths["fig5b"] = plot_reconstructions(recon, cfg, rep / "fig5b-reconstructions.png")
     return paths
+
+
+TIMING_FIELDS = ("train_seconds", "cpu_seconds", "phases", "stage_seconds")
+
+
+def compare_runs(a: str | Path, b: str | Path) -> pd.DataFrame:
+    """Compare two run directories of the same grid unit by unit.
+
+    Returns one row per unit of ``a``'s grid: ``kind``, ``key``, ``in_both`` (finished in
+    both) and ``identical`` (same result numbers, timings excepted, and bit-identical saved
+    parameters).
+    """
+    cfg = load_config(a)
+    rows = []
+    with ResultStore(a) as sa, ResultStore(b) as sb:
+        for u in grid_units(cfg):
+            ra, rb = sa.valid(u.key), sb.valid(u.key)
+            row = {"kind": u.kind, "key": u.key, "in_both": ra is not None and rb is not None, "identical": False}
+            if row["in_both"]:
+                na, nb = ({k: v for k, v in r.result.items() if k not in TIMING_FIELDS} for r in (ra, rb))
+                pa, pb = (s.load_arrays(r)["params"].tobytes() if r.params_path else b"" for s, r in ((sa, ra), (sb, rb)))
+                row["identical"] = na == nb and pa == pb
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 # -- cost ------------------------------------------------------------------------------------

@@ -12,14 +12,18 @@ For the hidden layers ``l = 1 .. L`` of N overparameterised students, in order:
    network), the remaining layers at the student widths, freshly initialised. A
    reconstructed neuron of layer ``l`` whose learned bias differs across the students
    (standard deviation > ``bias_std_max``, 0.1 in A.3) was badly clustered: it is removed
-   from the layer and the students are retrained. The biases of the reconstructed layers
-   are then those of the lowest-loss student.
+   from the layer and the students are retrained. The spread is taken over the
+   lowest-loss ``bias_fraction`` of the students (default half): a student stuck in a
+   local minimum compensates with any bias, which says nothing about the neuron (the
+   paper's students are near zero loss; ``bias_fraction=1`` is its rule). The biases of
+   the reconstructed layers are then those of the lowest-loss student.
 3. At ``l = L`` the collapsed outgoing weights, with a least-squares bias, are the output
    layer.
 
 Finally, neurons whose contribution to the next layer is (nearly) constant over the data
 are folded into that layer's bias (:func:`fold_constant_neurons`), and the network is
-fine-tuned, biases first, then every parameter.
+fine-tuned, biases first, then every parameter; neurons the fine-tune silenced are folded
+in turn, followed by one more fine-tune.
 
 :class:`LayerwiseExpandAndCluster` is the estimator; :class:`ec.reconstruct.ExpandAndCluster`
 hands deep student architectures to :func:`fit_layerwise`. :func:`compare_layers` compares
@@ -51,6 +55,8 @@ DEEP_GAMMA = 0.5
 DEEP_BETA = math.pi / 5
 # Appendix A.3: a reconstructed neuron whose retrained bias varies more than this is removed.
 BIAS_STD_MAX = 0.1
+# ... varies over this (lowest-loss) fraction of the retrained students.
+BIAS_FRACTION = 0.5
 # A neuron whose contribution to the next layer varies less than this fraction of the
 # layer's largest contribution is a bias (the tolerance of ec.cluster.prune_inactive).
 FOLD_TOL = 1e-4
@@ -127,12 +133,14 @@ def fold_constant_neurons(spec: MLPSpec, theta: Array, X: Array, tol: float = FO
     """Fold every hidden neuron whose contribution to the next layer is (nearly) constant
     over ``X`` into that layer's bias.
 
-    Layer by layer from the first, a neuron ``k`` with
+    A neuron ``k`` of a layer with
     ``std(h_k) * ||W_next[:, k]|| <= tol * max_j std(h_j) * ||W_next[:, j]||`` is removed and
     ``W_next[:, k] * mean(h_k)`` added to the next bias (:func:`ec.cluster.prune_inactive`
-    applied to each layer). Constant-type neurons (``w ~ 0``) and neurons the next layer
-    ignores both go; the function changes by at most their contribution's variation, and
-    not at all when it is exactly constant. A layer whose neurons would all go is kept.
+    applied to each layer). Constant-type neurons (``w ~ 0``, or saturated) and neurons
+    the next layer ignores both go; the function changes by at most their contribution's
+    variation, and not at all when it is exactly constant. Layers are visited from the last
+    hidden layer down, and again until nothing changes, so that a neuron that only fed
+    folded neurons goes too. A layer whose neurons would all go is kept.
 
     Parameters
     ----------
@@ -151,18 +159,23 @@ def fold_constant_neurons(spec: MLPSpec, theta: Array, X: Array, tol: float = FO
     """
     act = get_activation(spec.activation)
     layers = [(W.copy(), b.copy()) for W, b in spec.unpack(theta)]
-    h = np.asarray(X, dtype=np.float64)
-    removed = []
-    for l in range(spec.n_layers - 1):
-        (W, b), (A, c) = layers[l], layers[l + 1]
-        pruned, dead = prune_inactive(Layer(W, b, A, c, np.zeros((len(c), W.shape[1]))), h, act, tol)
-        if len(dead) == len(b):  # an all-constant layer: nothing sensible to fold it into
-            dead = []
-        else:
-            layers[l], layers[l + 1] = (pruned.W, pruned.b), (pruned.A, pruned.c)
-        removed.append(dead)
-        h = act.f(h @ layers[l][0].T + layers[l][1])
-    new = spec.with_hidden_sizes(len(b) for _, b in layers[:-1])
+    alive = [np.arange(width) for width in spec.hidden_sizes]
+    X = np.asarray(X, dtype=np.float64)
+    changed = True
+    while changed:
+        changed = False
+        for l in reversed(range(len(alive))):
+            h = X
+            for W, b in layers[:l]:
+                h = act.f(h @ W.T + b)
+            (W, b), (A, c) = layers[l], layers[l + 1]
+            pruned, dead = prune_inactive(Layer(W, b, A, c, np.zeros((len(c), W.shape[1]))), h, act, tol)
+            if dead and len(dead) < len(b):  # an all-constant layer has nothing to fold into
+                layers[l], layers[l + 1] = (pruned.W, pruned.b), (pruned.A, pruned.c)
+                alive[l] = np.delete(alive[l], dead)
+                changed = True
+    new = spec.with_hidden_sizes(len(a) for a in alive)
+    removed = [sorted(set(range(width)) - set(a.tolist())) for width, a in zip(spec.hidden_sizes, alive)]
     return new, new.pack(layers), removed
 
 
@@ -194,6 +207,7 @@ def fit_layerwise(
     *,
     retrain_budget: Budget | None = None,
     bias_std_max: float = BIAS_STD_MAX,
+    bias_fraction: float = BIAS_FRACTION,
     fold_tol: float = FOLD_TOL,
 ) -> ExpandAndCluster:
     """Layer-wise Expand-and-Cluster with retraining; sets ``est``'s fitted attributes.
@@ -210,8 +224,9 @@ def fit_layerwise(
         Already trained original students (stage 0); trained here otherwise.
     retrain_budget : Budget, optional
         Per-student budget of every retraining (default: ``est.budget``).
-    bias_std_max : float
-        Bias-spread threshold of the A.3 filter.
+    bias_std_max, bias_fraction : float
+        The A.3 filter: threshold of the bias spread, and the share of the (lowest-loss)
+        students it is measured over.
     fold_tol : float
         Tolerance of :func:`fold_constant_neurons` before the final fine-tune.
 
@@ -228,8 +243,9 @@ def fit_layerwise(
     report_ : dict
         ``layer_sizes``, ``m_hat`` (per hidden layer), ``layers`` (per layer: clustering
         details, ``bias_filter`` with the spread and removed neurons, ``student_losses`` of
-        the students it was clustered from), ``folded``, ``train_loss`` per stage,
-        ``train_rmse``, ``seconds``.
+        the students it was clustered from), ``folded`` (before the fine-tune) and
+        ``folded_after_finetune`` (indices into the network after the first fold), ``train_loss``
+        per stage, ``train_rmse``, ``seconds``.
 
     Raises
     ------
@@ -255,7 +271,8 @@ def fit_layerwise(
     for l in range(n_hidden):
         if l > 0:
             t0 = time.perf_counter()
-            current, filt = retrain_and_filter(est, X, y, fixed, widths[l:], l, retrain_budget, bias_std_max)
+            current, filt = retrain_and_filter(est, X, y, fixed, widths[l:], l, retrain_budget, bias_std_max,
+                                               bias_fraction)
             seconds["retrain"] += time.perf_counter() - t0
             retrained.append(current)
             layer_reports[l - 1]["bias_filter"] = filt
@@ -302,7 +319,15 @@ def fit_layerwise(
     t0 = time.perf_counter()
     est._emit("stage", name="finetune")
     theta, losses["biases"] = est._finetune(spec, X, y, theta, BIAS_BUDGET, _bias_mask(spec))
-    theta, losses["finetuned"] = est._finetune(spec, X, y, theta, est.finetune_budget or FINETUNE_BUDGET, None)
+    finetune = est.finetune_budget or FINETUNE_BUDGET
+    theta, losses["finetuned"] = est._finetune(spec, X, y, theta, finetune, None)
+    # The fine-tune often silences superfluous neurons (saturating them, or zeroing their
+    # outgoing weights): fold those too, and fine-tune once more.
+    spec_after, theta_after, folded_after = fold_constant_neurons(spec, theta, X, fold_tol)
+    if any(folded_after):
+        spec, theta = spec_after, theta_after
+        losses["refolded"] = mse(spec, theta, X, y)
+        theta, losses["finetuned"] = est._finetune(spec, X, y, theta, finetune, None)
     seconds["finetune"] = time.perf_counter() - t0
 
     est.spec_ = spec
@@ -324,8 +349,10 @@ def fit_layerwise(
         "beta": list(betas),
         "activation": est.activation,
         "bias_std_max": float(bias_std_max),
+        "bias_fraction": float(bias_fraction),
         "layers": layer_reports,
         "folded": folded,
+        "folded_after_finetune": folded_after,
         "train_loss": losses,
         "train_rmse": math.sqrt(losses["finetuned"]),
         "seconds": seconds,
@@ -342,6 +369,7 @@ def retrain_and_filter(
     stage: int,
     budget: Budget | None,
     bias_std_max: float = BIAS_STD_MAX,
+    bias_fraction: float = BIAS_FRACTION,
 ) -> tuple[list[TrainResult], dict]:
     """Train the N students of ``stage`` and apply the A.3 bias filter to the last fixed layer.
 
@@ -349,7 +377,8 @@ def retrain_and_filter(
     :func:`stage_init` from :func:`stage_seeds` and trained with the weight matrices of the
     ``fixed`` layers frozen (:func:`fixed_weights_mask`) and every bias learnable. When some
     neurons of the last fixed layer end with a bias spread (over the usable students) above
-    ``bias_std_max``, they are removed from ``fixed[-1]`` (in place) and the students are
+    ``bias_std_max`` over the lowest-loss ``bias_fraction`` of the usable students (at
+    least two), they are removed from ``fixed[-1]`` (in place) and the students are
     trained again, until no neuron is removed.
 
     Parameters
@@ -365,7 +394,7 @@ def retrain_and_filter(
     stage : int
         ``len(fixed)``; picks the seeds.
     budget : Budget or None
-    bias_std_max : float
+    bias_std_max, bias_fraction : float
 
     Returns
     -------
@@ -410,7 +439,8 @@ def retrain_and_filter(
             raise ReconstructionError(
                 f"retraining with {stage} fixed layer(s): only {len(usable)} of {len(results)} students usable"
             )
-        std = bias_spread(usable, stage - 1)
+        best = sorted(usable, key=lambda s: s.loss)[:max(2, math.ceil(bias_fraction * len(usable) - 1e-9))]
+        std = bias_spread(best, stage - 1)
         bad = std > bias_std_max
         if not bad.any():
             return results, {"std": std.tolist(), "removed": sorted(removed), "rounds": rounds}
@@ -440,6 +470,9 @@ class LayerwiseExpandAndCluster(ExpandAndCluster):
     bias_std_max : float
         A reconstructed neuron whose retrained bias has a larger standard deviation over
         the students is removed (A.3: 0.1).
+    bias_fraction : float in (0, 1]
+        That spread is measured over this share of the students, lowest loss first
+        (1: all of them, as in A.3).
     fold_tol : float
         See :func:`fold_constant_neurons`.
     **kwargs
@@ -461,18 +494,22 @@ class LayerwiseExpandAndCluster(ExpandAndCluster):
         *,
         retrain_budget: Budget | None = None,
         bias_std_max: float = BIAS_STD_MAX,
+        bias_fraction: float = BIAS_FRACTION,
         fold_tol: float = FOLD_TOL,
         **kwargs,
     ):
         super().__init__(student_hidden_sizes, n_students, gamma, beta, **kwargs)
         self.retrain_budget = retrain_budget
         self.bias_std_max = bias_std_max
+        self.bias_fraction = bias_fraction
         self.fold_tol = fold_tol
 
     def _check_params(self) -> None:
         super()._check_params()
         if not self.bias_std_max > 0:
             raise ValueError(f"bias_std_max={self.bias_std_max!r}; allowed: > 0")
+        if not 0 < self.bias_fraction <= 1:
+            raise ValueError(f"bias_fraction={self.bias_fraction!r}; allowed: 0 < bias_fraction <= 1")
         if not 0 <= self.fold_tol < 1:
             raise ValueError(f"fold_tol={self.fold_tol!r}; allowed: 0 <= fold_tol < 1")
 
@@ -481,7 +518,8 @@ class LayerwiseExpandAndCluster(ExpandAndCluster):
         :func:`fit_layerwise`."""
         self._check_params()
         return fit_layerwise(self, X, y, students, retrain_budget=self.retrain_budget,
-                             bias_std_max=self.bias_std_max, fold_tol=self.fold_tol)
+                             bias_std_max=self.bias_std_max, bias_fraction=self.bias_fraction,
+                             fold_tol=self.fold_tol)
 
 
 def compare_layers(spec: MLPSpec, theta: Array, teacher_spec: MLPSpec, teacher_theta: Array,
@@ -496,12 +534,13 @@ def compare_layers(spec: MLPSpec, theta: Array, teacher_spec: MLPSpec, teacher_t
     Returns
     -------
     summary : dict
-        ``teacher_sizes``, ``m_hat``, ``excess`` and ``missing`` (lists per hidden layer),
-        and with test data ``test_rmse``.
-    layers : list of dict
-        Per hidden layer: ``r``, ``m_hat``, ``excess``, ``missing``, ``mean_angle_deg``,
-        ``max_angle_deg``, ``mean_cos_dist``, ``max_cos_dist`` and ``neurons`` (the rows of
-        :func:`ec.metrics.match_neurons`; ``a_dist`` is meaningful only in the last layer).
+        ``r``, ``m_hat``, ``excess``, ``missing``: lists with one entry per hidden layer;
+        ``layers``: per hidden layer ``r``, ``m_hat``, ``excess``, ``missing``,
+        ``mean_angle_deg``, ``max_angle_deg``, ``mean_cos_dist``, ``max_cos_dist``; with
+        test data ``test_rmse``.
+    rows : list of dict
+        The rows of :func:`ec.metrics.match_neurons` of every layer, with ``layer`` (0-based
+        hidden layer); ``a_dist`` is meaningful only in the last hidden layer.
     """
     if spec.d_in != teacher_spec.d_in or spec.d_out != teacher_spec.d_out or spec.n_layers != teacher_spec.n_layers:
         raise ValueError(f"layer sizes {spec.layer_sizes} and {teacher_spec.layer_sizes} are not comparable")
@@ -509,7 +548,7 @@ def compare_layers(spec: MLPSpec, theta: Array, teacher_spec: MLPSpec, teacher_t
     rule = flip_rule(act)
     rec, tea = spec.unpack(theta), teacher_spec.unpack(teacher_theta)
     P = np.eye(spec.d_in)  # reconstructed inputs of the current layer -> teacher inputs
-    layers = []
+    layers, all_rows = [], []
     for l in range(spec.n_layers - 1):
         (W, b), (A, c) = rec[l], rec[l + 1]
         (Wt, bt), (At, ct) = tea[l], tea[l + 1]
@@ -525,25 +564,31 @@ def compare_layers(spec: MLPSpec, theta: Array, teacher_spec: MLPSpec, teacher_t
             for row in dup_rows:
                 if row["angle_deg"] <= DUPLICATE_DEG:
                     P[excess[row["reconstructed"]], row["teacher"]] = rule.s if row["flipped"] else 1.0
-        angles = [row["angle_deg"] for row in rows]
-        cos = [row["cos_dist"] for row in rows]
-        layers.append({
-            "r": len(bt), "m_hat": len(b), "excess": len(excess), "missing": len(missing),
-            "mean_angle_deg": float(np.mean(angles)) if rows else math.nan,
-            "max_angle_deg": float(np.max(angles)) if rows else math.nan,
-            "mean_cos_dist": float(np.mean(cos)) if rows else math.nan,
-            "max_cos_dist": float(np.max(cos)) if rows else math.nan,
-            "neurons": rows,
-        })
-    summary = {
-        "teacher_sizes": list(teacher_spec.hidden_sizes),
-        "m_hat": list(spec.hidden_sizes),
-        "excess": [L["excess"] for L in layers],
-        "missing": [L["missing"] for L in layers],
-    }
+        stats = {"r": len(bt), "m_hat": len(b), "excess": len(excess), "missing": len(missing)}
+        for key in ("angle_deg", "cos_dist"):
+            vals = [row[key] for row in rows]
+            stats[f"mean_{key}"] = float(np.mean(vals)) if vals else math.nan
+            stats[f"max_{key}"] = float(np.max(vals)) if vals else math.nan
+        layers.append(stats)
+        all_rows += [{"layer": l, **row} for row in rows]
+    summary = {key: [L[key] for L in layers] for key in ("r", "m_hat", "excess", "missing")}
+    summary["layers"] = layers
     if X_test is not None and y_test is not None:
         summary["test_rmse"] = rmse(spec.forward(theta, X_test), y_test)
-    return summary, layers
+    return summary, all_rows
+
+
+def pooled_distances(rows: Sequence[dict]) -> dict:
+    """Mean / max ``cos_dist`` and ``angle_deg`` over the matched neurons of every layer (rows
+    of :func:`compare_layers`), and of ``a_dist`` over the last hidden layer's, where the
+    output weights are comparable: the one-number summaries of a deep comparison."""
+    last = max((row["layer"] for row in rows), default=0)
+    out = {}
+    for key, group in (("cos_dist", rows), ("angle_deg", rows), ("a_dist", [r for r in rows if r["layer"] == last])):
+        vals = [row[key] for row in group]
+        out[f"mean_{key}"] = float(np.mean(vals)) if vals else math.nan
+        out[f"max_{key}"] = float(np.max(vals)) if vals else math.nan
+    return out
 
 
 def _subset(layer: Layer, idx: Sequence[int]) -> Layer:

@@ -83,7 +83,7 @@ def match_neurons(rec: Layer, teacher: Layer, activation) -> tuple[list[dict], l
             "teacher": int(j),
             "reconstructed": int(i),
             "flipped": flipped,
-            "angle_deg": float(np.degrees(angle[i, j])),
+            "angle_deg": float(np.degrees(_angle(sign * V[i], T[j]))),
             "cos_dist": float(1.0 - (abs(cos[i, j]) if sym else cos[i, j])),
             "w_dist": float(np.linalg.norm(sign * V[i] - T[j])),
             "a_dist": float(np.linalg.norm(a - teacher.A[:, j])),
@@ -92,6 +92,16 @@ def match_neurons(rec: Layer, teacher: Layer, activation) -> tuple[list[dict], l
     excess = sorted(set(range(len(V))) - set(ri.tolist()))
     missing = sorted(set(range(len(T))) - set(ti.tolist()))
     return rows, excess, missing
+
+
+def _angle(u: Array, v: Array) -> float:
+    """Angle between two vectors, accurate also when tiny (``arccos`` of a cosine near 1
+    cannot resolve angles below ~1e-8 rad)."""
+    nu, nv = np.linalg.norm(u), np.linalg.norm(v)
+    if nu == 0 or nv == 0:
+        return math.pi / 2
+    u, v = u / nu, v / nv
+    return 2.0 * math.atan2(np.linalg.norm(u - v), np.linalg.norm(u + v))
 
 
 def compare_networks(

@@ -9,10 +9,12 @@ resumed run already has it:
 2. queries: the teacher's logits on (a subset of) a dataset's training images, the same
    dataset or another one (Table 2);
 3. N students ``(d_in, rho r, n_classes)`` trained together by the ``torch`` backend
-   (Glorot-uniform initialisation, MSE, Adam, plateau schedule), checkpointed;
+   (Glorot-uniform initialisation, MSE, Adam, plateau schedule), checkpointed; a deep
+   teacher (``--r 30-30-30``) gets students ``rho`` times wider in every hidden layer;
 4. the input mask of informative pixels (:mod:`ec.data.masks`);
 5. :class:`ec.reconstruct.ExpandAndCluster` on those students (clustering on the masked
-   weights, collapse, fine-tuning with the torch backend);
+   weights, collapse, fine-tuning with the torch backend; deep teachers layer by layer with
+   ``--max-epochs`` retraining between layers, :mod:`ec.layerwise`);
 6. Table 1's columns: test RMSE of the logits, m_hat / r, the mean cosine distance between
    matched teacher and reconstructed input weight vectors (on the masked pixels, and on all
    pixels), teacher vs reconstruction accuracy; Table 2: RMSE and agreement of the
@@ -36,6 +38,7 @@ from .config import ACTIVATION, BETA, GAMMA, N_STUDENTS, OUT, RHO, SEED, ConfigE
 from .data import DATASET_NAMES, MASK_METHODS, ImageDataset, load_dataset, pixel_mask
 from .image_teachers import ImageTeacher, accuracy, train_image_teacher
 from .io import atomic_save_npz, atomic_write_json
+from .layerwise import compare_layers, pooled_distances
 from .metrics import compare_networks, rmse
 from .mlp import MLPSpec
 from .train import Budget, TrainResult, train_students
@@ -70,7 +73,7 @@ DATASET = Param("dataset", str, "mnist", "Image dataset the teacher is trained o
 DATA_DIR = Param("data_dir", str, "", "Folder of downloaded datasets (default: $EC_DATA_DIR or ~/.cache/ec/datasets).",
                  "a path", metavar="DIR")
 DOWNLOAD = Param("download", _flag, False, "Let torchvision download a missing dataset (needs network).", flag=True)
-WIDTH = Param("r", parse_int_list, "16", "Teacher hidden width (a list such as 30-30-30 for `ec teacher`).",
+WIDTH = Param("r", parse_int_list, "16", "Teacher hidden width (a list such as 30-30-30 for a deep teacher).",
               "positive integers", _positive_ints, metavar="R")
 DEVICE = Param("device", str, "auto", "Torch device.", "auto, cpu, cuda, cuda:N", _device_ok)
 DTYPE = Param("dtype", str, "float32", "Torch training precision.", ", ".join(DTYPES), choices=DTYPES)
@@ -116,11 +119,6 @@ MNIST = Schema(
         DTYPE,
         THREADS,
         OUT,
-    ),
-    cross_checks=(
-        lambda p: None if len(p["r"]) == 1 else (
-            f"--r={'-'.join(map(str, p['r']))}: `ec mnist` reconstructs teachers with one hidden layer; "
-            "give one width"),
     ),
 )
 
@@ -261,10 +259,10 @@ def run_mnist(config=None, progress: Progress | None = None, **values) -> dict:
     X_test, y_test = query.X_test, teacher.predict(query.X_test)
 
     # 3. students
-    r = teacher.spec.hidden_sizes[0]
     est = ExpandAndCluster(
-        student_hidden_sizes=(int(round(p["rho"] * r)),), n_students=p["n_students"], gamma=p["gamma"],
-        beta=p["beta"], activation=p["act"], backend="torch", finetune_budget=epoch_budget(p["finetune_epochs"]),
+        student_hidden_sizes=tuple(int(round(p["rho"] * r)) for r in teacher.spec.hidden_sizes),
+        n_students=p["n_students"], gamma=p["gamma"], beta=p["beta"], activation=p["act"], backend="torch",
+        budget=epoch_budget(p["max_epochs"]), finetune_budget=epoch_budget(p["finetune_epochs"]),
         seed=p["seed"], n_jobs=1, progress=progress,
         backend_options=_trainer_options(p, lambda d: _emit(progress, "epoch", phase="finetune", **d)),
     )
@@ -316,6 +314,8 @@ def run_mnist(config=None, progress: Progress | None = None, **values) -> dict:
 
 def _check_teacher(teacher: ImageTeacher, p: dict, data: ImageDataset) -> None:
     problems = []
+    if teacher.dataset and teacher.dataset != p["dataset"]:
+        problems.append(f"it was trained on {teacher.dataset!r}, --dataset is {p['dataset']!r}")
     if teacher.spec.d_in != data.d_in:
         problems.append(f"it takes {teacher.spec.d_in} inputs, {p['dataset']!r} images have {data.d_in}")
     if teacher.spec.activation != p["act"]:
@@ -392,15 +392,22 @@ def table1_metrics(spec, theta, teacher: ImageTeacher, mask: Array, X_test: Arra
     Returns
     -------
     summary : dict
-        ``test_rmse``, ``r``, ``m_hat``, ``m_hat_over_r``, ``excess``, ``missing``,
+        ``test_rmse``, ``r``, ``m_hat``, ``m_hat_over_r``, ``excess``, ``missing`` (for a deep
+        network ``r``, ``m_hat``, ``excess``, ``missing`` are lists, one entry per hidden layer,
+        and the distances pool all layers, see :func:`ec.layerwise.pooled_distances`),
         ``mean_cos_dist`` / ``max_cos_dist`` (masked inputs), ``mean_cos_dist_all_inputs``,
         ``mean_a_dist``, ``agreement`` (same argmax as the teacher on ``X_test``) and, with
         ``labelled``, ``teacher_accuracy`` / ``reconstruction_accuracy``.
     rows : list of dict
         Per matched neuron on the masked inputs (:func:`ec.metrics.match_neurons`).
     """
-    masked, rows = compare_networks(*_masked(spec, theta, mask), *_masked(teacher.spec, teacher.params, mask))
-    full, _ = compare_networks(spec, theta, teacher.spec, teacher.params)
+    deep = len(spec.hidden_sizes) > 1
+    compare = compare_layers if deep else compare_networks
+    masked, rows = compare(*_masked(spec, theta, mask), *_masked(teacher.spec, teacher.params, mask))
+    full, full_rows = compare(spec, theta, teacher.spec, teacher.params)
+    if deep:
+        masked = {**masked, **pooled_distances(rows), "m_hat_over_r": sum(masked["m_hat"]) / sum(masked["r"])}
+        full = {**full, **pooled_distances(full_rows)}
     pred = spec.forward(theta, X_test)
     out = {
         "test_rmse": rmse(pred, y_test),
@@ -463,6 +470,7 @@ def _student_summary(students: list[TrainResult], X_test: Array, y_test: Array) 
 def _plots(path: Path, teacher, est, students, mask, image_shape, rows) -> None:
     from .plots import mnist as plots
 
+    rows = [r for r in rows if r.get("layer", 0) == 0]  # the pixel-space (first) layer of a deep network
     plots.plot_mask(mask, image_shape, path / "plots" / "mask.png")
     plots.plot_neuron_pairs(teacher, est.spec_, est.params_, rows, image_shape, path / "plots" / "neurons.png")
     plots.plot_alignment(rows, path / "plots" / "alignment.png")

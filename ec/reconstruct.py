@@ -6,9 +6,10 @@ cluster winner-take-all, fix the output bias and (even+linear activations) the a
 correction by least squares; then fine-tune the biases with the weight vectors fixed, and
 finally the whole reconstructed network, with the trainer backend.
 
-One hidden layer is implemented. The loop in :meth:`ExpandAndCluster.fit` is written
-layer by layer (:meth:`_reconstruct_layer` takes the layer's inputs and targets) so that
-deep networks can add the retraining of the remaining layers between iterations.
+:meth:`ExpandAndCluster.fit` reconstructs one hidden layer; students with several hidden
+layers (or per-layer ``gamma`` / ``beta``) go to :func:`ec.layerwise.fit_layerwise`, which
+calls :meth:`_reconstruct_layer` (the layer's inputs and targets) layer by layer and
+retrains the remaining layers in between.
 """
 
 from __future__ import annotations
@@ -50,12 +51,13 @@ class ExpandAndCluster:
     Parameters
     ----------
     student_hidden_sizes : tuple of int
-        Hidden widths of the overparameterised students, e.g. ``(rho * r,)``.
+        Hidden widths of the overparameterised students, e.g. ``(rho * r,)``; several
+        widths reconstruct a deep network layer by layer (:mod:`ec.layerwise`).
     n_students : int
         N, the number of students.
-    gamma : float in (0, 1]
+    gamma : float in (0, 1], or one per hidden layer
         A cluster must hold at least ``ceil(gamma N)`` neurons.
-    beta : float
+    beta : float, or one per hidden layer
         Maximal median within-cluster angle of the input weight vectors (radians).
     activation : str
         Hidden activation of students and reconstruction.
@@ -132,20 +134,19 @@ class ExpandAndCluster:
     # -- parameters -------------------------------------------------------------------
 
     def _check_params(self) -> None:
+        from .layerwise import per_layer  # ec.layerwise imports this module
+
         sizes = tuple(self.student_hidden_sizes)
-        if len(sizes) != 1:
-            raise ValueError(
-                f"student_hidden_sizes={sizes!r}: this estimator reconstructs one hidden layer; "
-                "give exactly one width"
-            )
+        if not sizes:
+            raise ValueError(f"student_hidden_sizes={sizes!r}: give one width per hidden layer")
         if any(int(s) < 1 for s in sizes):
             raise ValueError(f"student_hidden_sizes={sizes!r}: widths must be >= 1")
         if int(self.n_students) < 2:
             raise ValueError(f"n_students={self.n_students!r}: need at least 2 students to cluster")
-        if not 0 < self.gamma <= 1:
-            raise ValueError(f"gamma={self.gamma!r}; allowed: 0 < gamma <= 1")
-        if not 0 < self.beta <= math.pi:
-            raise ValueError(f"beta={self.beta!r}; allowed: 0 < beta <= pi")
+        if not all(0 < g <= 1 for g in per_layer(self.gamma, len(sizes), "gamma")):
+            raise ValueError(f"gamma={self.gamma!r}; allowed: 0 < gamma <= 1 (one value or one per hidden layer)")
+        if not all(0 < b <= math.pi for b in per_layer(self.beta, len(sizes), "beta")):
+            raise ValueError(f"beta={self.beta!r}; allowed: 0 < beta <= pi (one value or one per hidden layer)")
         if self.activation not in HIDDEN_ACTIVATIONS:
             raise ValueError(f"activation={self.activation!r}; allowed: {', '.join(HIDDEN_ACTIVATIONS)}")
         if self.cut not in ("aligned", "size"):
@@ -241,6 +242,10 @@ class ExpandAndCluster:
             Fewer than two usable students, or no cluster survived.
         """
         self._check_params()
+        if len(self.student_hidden_sizes) > 1 or np.ndim(self.gamma) or np.ndim(self.beta):
+            from .layerwise import fit_layerwise
+
+            return fit_layerwise(self, X, y, students)
         X, y = _as_xy(X, y)
         t0 = time.perf_counter()
         students = list(students) if students is not None else self.train_students(X, y)

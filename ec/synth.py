@@ -18,7 +18,9 @@ from typing import Callable
 
 from .cluster import LayerClusters
 from .config import ACTIVATION, BACKEND, BETA, GAMMA, JOBS, N_STUDENTS, OUT, RHO, SEED, ConfigError, Param, Schema
+from .config import parse_int_list
 from .io import atomic_write_json
+from .layerwise import compare_layers
 from .metrics import compare_networks
 from .reconstruct import FINETUNE_BUDGET, ExpandAndCluster, ReconstructionError
 from .runs import RunDir
@@ -31,7 +33,7 @@ EXACT_RMSE = 1e-10
 
 
 def _gamma_n_check(cfg: dict) -> str | None:
-    n = cfg.get("n_students") or default_n_students(cfg["r"])
+    n = n_students(cfg)
     if math.ceil(cfg["gamma"] * n - 1e-9) < 2:
         return (f"--gamma={cfg['gamma']} with --n-students={n}: a cluster needs ceil(gamma*N) >= 2 neurons; "
                 "raise gamma or N")
@@ -44,8 +46,10 @@ def _width_check(cfg: dict) -> str | None:
     return None
 
 
-# Per-student budget: steps default to ec.train.Budget's (5000 + 5000); time to 30 s + 30 s,
-# which on a 2-core machine gives students of loss ~1e-7 (median) that suffice for d = 4.
+# Per-student budget: steps default to ec.train.Budget's (5000 + 5000), time to 30 s + 30 s of
+# wall clock, so that `ec synth --din 4 --r 4 --rho 4` takes ~10 min on 2 cores. That is far
+# fewer steps than the paper's 5000 (students end at median losses of 1e-12 to 1e-6 on a
+# loaded 2-core machine); raise the times for harder teachers.
 _BUDGET_PARAMS = (
     Param("ode_steps", int, None, "Per student: at most this many gradient-flow ODE steps.", ">= 0",
           lambda v: v >= 0, metavar="INT"),
@@ -62,9 +66,13 @@ SYNTH = Schema(
     (
         Param("din", int, 4, "Input dimension d of the teacher.", ">= 1", lambda d: d >= 1, metavar="INT"),
         Param("r", int, 4, "Hidden width r of the teacher.", ">= 1", lambda r: r >= 1, metavar="INT"),
+        Param("layers", parse_int_list, None, "Deep teacher: all layer sizes, e.g. 8-4-2-1 (replaces --din/--r; "
+              "students rho x each hidden width, reconstructed layer by layer with retraining).",
+              "d-r1-...-rL-dout, at least 3 sizes, each >= 1", lambda v: len(v) >= 3 and min(v) >= 1,
+              metavar="SIZES"),
         RHO,
-        replace(N_STUDENTS, default=None, help="Number of students N (default: 20 for r <= 4, else 10; paper A.6.4).",
-                check=lambda n: n >= 1),
+        replace(N_STUDENTS, default=None, help="Number of students N (default: 20 for r <= 4, else 10, and 10 for "
+                "--layers; paper A.6.4).", check=lambda n: n >= 1),
         replace(GAMMA, help="Keep clusters with neurons of at least ceil(gamma*N) distinct students."),
         BETA,
         ACTIVATION,
@@ -86,7 +94,7 @@ SYNTH = Schema(
 )
 
 # Parameters that change what a saved student is: they must match to resume a run.
-STUDENT_KEYS = ("din", "r", "rho", "act", "seed", "student_seed", "backend", "n_train",
+STUDENT_KEYS = ("din", "r", "layers", "rho", "act", "seed", "student_seed", "backend", "n_train",
                 "ode_steps", "ode_time", "optim_steps", "optim_time")
 
 CLUSTER = Schema(
@@ -109,12 +117,28 @@ def default_n_students(r: int) -> int:
     return 20 if r <= 4 else 10
 
 
+def n_students(params: dict) -> int:
+    """``--n-students``, else :func:`default_n_students` (10 for a deep teacher, A.6.4)."""
+    return params.get("n_students") or (10 if params.get("layers") else default_n_students(params["r"]))
+
+
+def teacher_sizes(params: dict) -> tuple[int, ...]:
+    """``--layers``, else ``(din, r, 1)``."""
+    return tuple(params["layers"]) if params.get("layers") else (params["din"], params["r"], 1)
+
+
 def student_width(params: dict) -> int:
     return int(round(params["rho"] * params["r"]))
 
 
+def student_widths(params: dict) -> tuple[int, ...]:
+    """``round(rho * r_l)`` for every hidden layer of the teacher."""
+    return tuple(int(round(params["rho"] * r)) for r in teacher_sizes(params)[1:-1])
+
+
 def default_out(params: dict) -> str:
-    return f"runs/synth-d{params['din']}-r{params['r']}-rho{params['rho']:g}-{params['act']}-s{params['seed']}"
+    arch = "-".join(map(str, params["layers"])) if params.get("layers") else f"d{params['din']}-r{params['r']}"
+    return f"runs/synth-{arch}-rho{params['rho']:g}-{params['act']}-s{params['seed']}"
 
 
 def _student_budget(params: dict) -> Budget | None:
@@ -123,10 +147,9 @@ def _student_budget(params: dict) -> Budget | None:
 
 
 def _estimator(params: dict, progress) -> ExpandAndCluster:
-    n = params["n_students"] or default_n_students(params["r"])
     return ExpandAndCluster(
-        student_hidden_sizes=(student_width(params),),
-        n_students=n,
+        student_hidden_sizes=student_widths(params),
+        n_students=n_students(params),
         gamma=params["gamma"],
         beta=params["beta"],
         activation=params["act"],
@@ -160,11 +183,11 @@ def run_synth(params: dict, out_dir: str | Path | None = None, progress: Callabl
     out_dir = Path(out_dir or params["out"] or default_out(params))
     run = RunDir(out_dir)
     run.init({**params, "out": str(out_dir)}, STUDENT_KEYS)
-    teacher = make_teacher((params["din"], params["r"], 1), params["seed"], params["act"])
+    teacher = make_teacher(teacher_sizes(params), params["seed"], params["act"])
     run.save_teacher(teacher)
     data = teacher.dataset(params["n_train"], params["n_test"])
     est = _estimator(params, progress)
-    spec = est.student_spec(params["din"], 1)
+    spec = est.student_spec(teacher.spec.d_in, teacher.spec.d_out)
     done = run.load_students(est.n_students, spec, est.student_seeds())
     students = est.train_students(data.X_train, data.y_train, done=done, on_result=run.save_student)
     return evaluate(est, teacher, data, students, run.result_dir(), params, progress, plots=params["plots"])
@@ -186,6 +209,9 @@ def recluster(run_dir: str | Path, params: dict | None = None, progress: Callabl
         saved = SYNTH.resolve(run.load_config())
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if saved.get("layers"):
+        raise ConfigError(f"{str(run.path)!r} is a deep run: re-clustering retrains the upper layers; rerun "
+                          f"`ec synth --config {run.config_path}` with other --gamma/--beta (students are reused)")
     changed = {k: v for k, v in options.items() if k in ("gamma", "beta", "finetune_time") and v is not None}
     merged = SYNTH.resolve({**saved, **changed})
     est = _estimator(merged, progress)
@@ -225,7 +251,7 @@ def evaluate(est: ExpandAndCluster, teacher: Teacher, data, students, target: Pa
         "teacher": {"layer_sizes": list(teacher.spec.layer_sizes), "seed": teacher.seed},
         "students": {
             "n": len(students),
-            "width": int(students[0].spec.hidden_sizes[0]),
+            "width": _widths(students[0].spec),
             "losses": losses,
             "failed": sum(bool(s.failed) for s in students),
             "seconds": [s.seconds for s in students],
@@ -236,11 +262,12 @@ def evaluate(est: ExpandAndCluster, teacher: Teacher, data, students, target: Pa
         est.fit(data.X_train, data.y_train, students=students)
     except ReconstructionError as exc:
         report.update(status="failed", error=str(exc),
-                      summary={"r": teacher.spec.hidden_sizes[0], "m_hat": 0, "test_rmse": math.nan})
+                      summary={"r": _widths(teacher.spec), "m_hat": 0, "test_rmse": math.nan})
         RunDir.clear_result(target)
         atomic_write_json(target / "report.json", report)
         return report
-    summary, rows = compare_networks(est.spec_, est.params_, teacher.spec, teacher.params, data.X_test, data.y_test)
+    compare = compare_layers if teacher.spec.n_layers > 2 else compare_networks
+    summary, rows = compare(est.spec_, est.params_, teacher.spec, teacher.params, data.X_test, data.y_test)
     summary["train_rmse"] = est.report_["train_rmse"]
     summary["best_student_rmse"] = math.sqrt(min(losses))
     exact = summary["test_rmse"] <= EXACT_RMSE
@@ -256,8 +283,13 @@ def evaluate(est: ExpandAndCluster, teacher: Teacher, data, students, target: Pa
     if plots:
         if progress is not None:
             progress("stage", name="plots")
-        write_plots(est.clusters_[0], rows, summary, target / "plots")
+        write_plots(est.clusters_[0], [r for r in rows if r.get("layer", 0) == 0], summary, target / "plots")
     return report
+
+
+def _widths(spec):
+    """The hidden width (one hidden layer) or the list of widths (deep)."""
+    return spec.hidden_sizes[0] if len(spec.hidden_sizes) == 1 else list(spec.hidden_sizes)
 
 
 def write_plots(clusters: LayerClusters, rows: list[dict], summary: dict, folder: Path) -> list[Path]:

@@ -16,6 +16,7 @@ from ec.config import ConfigError
 from ec.grid import (
     BUNDLED,
     bundled_config,
+    compare_runs,
     estimate_cost,
     grid_units,
     resolve_config,
@@ -164,20 +165,6 @@ TINY = [
 ]  # fmt: skip
 
 
-def _numbers(out):
-    cfg = resolve_config(__import__("json").loads((out / "grid-config.json").read_text()))
-    with ResultStore(out) as store:
-        rows = {}
-        for u in grid_units(cfg):
-            rec = store.valid(u.key)
-            assert rec is not None and rec.done, (u.kind, u.label)
-            params = store.load_arrays(rec)["params"].tobytes() if rec.params_path else b""
-            timing = ("train_seconds", "cpu_seconds", "phases", "stage_seconds")  # the only fields that may differ
-            res = {k: v for k, v in rec.result.items() if k not in timing}
-            rows[u.key] = (res, params)
-    return rows
-
-
 @pytest.mark.slow
 def test_tiny_grid_local_pool_and_dask_cluster_agree(tmp_path):
     runner = CliRunner()
@@ -186,8 +173,12 @@ def test_tiny_grid_local_pool_and_dask_cluster_agree(tmp_path):
     assert "5 computed, 0 already stored" in local.output
     dask = runner.invoke(cli, ["grid", "run", *TINY, "--out", str(tmp_path / "dask"), "--scheduler", "dask"])
     assert dask.exit_code == 0, dask.output
-    a, b = _numbers(tmp_path / "local"), _numbers(tmp_path / "dask")
-    assert a.keys() == b.keys() and len(a) == 5
-    for key in a:
-        assert a[key] == b[key]  # bit-identical parameters and numbers
+    table = compare_runs(tmp_path / "local", tmp_path / "dask")
+    assert len(table) == 5 and table["identical"].all()  # numbers and parameters bit for bit
+    res = runner.invoke(cli, ["grid", "compare", "--out", str(tmp_path / "local"), "--other", str(tmp_path / "dask")])
+    assert res.exit_code == 0 and "identical" in res.output
+    # the comparison can fail: a damaged unit file no longer counts
+    next((tmp_path / "dask" / "units" / "student").rglob("*.npz")).write_bytes(b"garbled")
+    res = runner.invoke(cli, ["grid", "compare", "--out", str(tmp_path / "local"), "--other", str(tmp_path / "dask")])
+    assert res.exit_code == 1 and "1 units differ or are missing" in res.output
     assert (tmp_path / "dask" / "report" / "fig5b-reconstructions.png").exists()

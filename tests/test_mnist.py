@@ -65,8 +65,7 @@ def test_table1_metrics_of_a_perfect_reconstruction(digits):
 def test_schema_defaults_and_bad_values():
     p = MNIST.resolve({})
     assert p["act"] == "relu" and p["r"] == (16,) and p["n_students"] == 5 and p["gamma"] == 0.5
-    with pytest.raises(ConfigError, match="one hidden layer"):
-        MNIST.resolve({"r": "30-30-30"})
+    assert MNIST.resolve({"r": "30-30-30"})["r"] == (30, 30, 30)  # a deep teacher (ec.layerwise)
     with pytest.raises(ConfigError, match="--dataset='svhn' is not allowed; allowed: mnist, fashion, cifar10, digits"):
         MNIST.resolve({"dataset": "svhn"})
     with pytest.raises(ConfigError, match="--device='tpu'"):
@@ -142,3 +141,15 @@ def test_tiny_end_to_end_run_resumes(tmp_path):
     # Parameters that change what a student is need another run directory.
     with pytest.raises(RunDirError, match="lr: saved 0.003, now 0.01"):
         run_mnist(out=str(out), **{**TINY, "lr": 1e-2})
+
+
+def test_bundled_configs_resolve_and_document_the_defaults():
+    from pathlib import Path
+
+    from ec.mnist import TEACHER
+
+    root = Path(__file__).parents[1] / "configs"
+    assert MNIST.resolve({}, root / "mnist.toml") == MNIST.resolve({})
+    assert TEACHER.resolve({}, root / "mnist.toml")["r"] == (64,)
+    assert MNIST.resolve({}, root / "mnist-paper.toml")["max_epochs"] == 25000
+    assert MNIST.resolve({}, root / "mnist-table2.toml")["query_dataset"] == "fashion"

@@ -63,7 +63,8 @@ def test_no_surviving_cluster_raises():
     "kwargs,match",
     [({"gamma": 0.0}, "gamma"), ({"gamma": 1.5}, "gamma"), ({"beta": 0.0}, "beta"),
      ({"activation": "nope"}, "activation"), ({"n_students": 1}, "n_students"),
-     ({"student_hidden_sizes": (4, 4)}, "one hidden layer"), ({"backend": "nope"}, "backend"),
+     ({"student_hidden_sizes": ()}, "student_hidden_sizes"), ({"gamma": (0.5, 0.5)}, "one per hidden layer"),
+     ({"backend": "nope"}, "backend"),
      ({"cut": "middle"}, "cut")],
 )
 def test_bad_parameters_raise(kwargs, match):

@@ -98,6 +98,7 @@ def test_garbage_store_file_is_a_clear_error(tmp_path):
         ResultStore(tmp_path)
 
 
+@pytest.mark.slow
 def test_failing_units_are_recorded_and_the_run_goes_on(tmp_path, pool):
     log = tmp_path / "log"
     units = toy_units(log, n=6, modes={1: "raise", 3: "sysexit", 4: "kill"})
@@ -118,6 +119,7 @@ def test_failing_units_are_recorded_and_the_run_goes_on(tmp_path, pool):
     assert (s3.n_failed, s3.n_skipped) == (3, 4)
 
 
+@pytest.mark.slow
 def test_corrupt_partial_or_missing_entries_are_redone(tmp_path, pool):
     log = tmp_path / "log"
     units = toy_units(log, n=4)
@@ -149,6 +151,14 @@ def test_corrupt_partial_or_missing_entries_are_redone(tmp_path, pool):
     assert store.get(units[-1].key).result["x"] == 0 + 2 + 7 + 200
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 @pytest.mark.slow
 def test_resume_after_a_crash_recomputes_no_finished_unit(tmp_path, pool):
     """The driver dies (os._exit) in the middle of a run; the rerun recomputes nothing it recorded."""
@@ -172,8 +182,12 @@ def test_resume_after_a_crash_recomputes_no_finished_unit(tmp_path, pool):
     proc = subprocess.Popen([sys.executable, "-c", script], env=env, start_new_session=True)
     try:
         assert proc.wait(timeout=60) == 9
+        deadline = time.time() + 20  # its pool workers notice and exit by themselves
+        while _group_alive(proc.pid) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not _group_alive(proc.pid), "pool workers outlived their killed driver"
     finally:
-        try:  # its orphaned pool workers: end them (the process group we created)
+        try:  # whatever is left of the process group we created
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass

@@ -163,6 +163,8 @@ def grid_status_cmd(out):
     if len(runs):
         runs["started"] = pd.to_datetime(runs["started_at"], unit="s").dt.strftime("%Y-%m-%d %H:%M:%S")
         runs["minutes"] = (runs["ended_at"] - runs["started_at"]) / 60
+        # a driver killed with SIGKILL never records its end
+        runs["status"] = runs["status"].replace({"running": "running or killed"})
         click.echo("\ninvocations:")
         _echo_table(runs[["run_id", "started", "minutes", "status", "n_units", "n_skipped", "n_computed", "n_failed", "n_redone"]])
 
@@ -198,6 +200,23 @@ def grid_estimate_cmd(out, target, cores):
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     _echo_table(table)
+
+
+@grid.command("compare")
+@_OUT
+@click.option("--other", required=True, type=click.Path(file_okay=False), help="Second run directory.")
+def grid_compare_cmd(out, other):
+    """Check that two runs of one grid (e.g. local pool vs Dask) gave identical results."""
+    from ..grid import compare_runs
+
+    _open(out)[1].close()
+    _open(other)[1].close()
+    table = compare_runs(out, other)
+    summary = table.groupby("kind").agg(units=("key", "size"), in_both=("in_both", "sum"), identical=("identical", "sum"))
+    _echo_table(summary.reset_index())
+    if not table["identical"].all():
+        raise click.ClickException(f"{int((~table['identical']).sum())} units differ or are missing")
+    click.echo("identical: every unit's numbers and saved parameters agree bit for bit")
 
 
 @cli.group()

@@ -7,7 +7,7 @@ import click
 from ..mnist import MNIST, TEACHER
 from . import cli
 
-_CONFIG = click.option("--config", "config", default=None, metavar="FILE",
+_CONFIG = click.option("--config", "config", type=click.Path(dir_okay=False), default=None,
                        help="TOML file of parameters (a [mnist] / [teacher] table or top-level keys).")
 
 

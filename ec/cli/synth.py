@@ -7,7 +7,7 @@ import math
 import click
 
 from . import cli
-from ..synth import CLUSTER, SYNTH, default_n_students, default_out, recluster, run_synth, student_width
+from ..synth import CLUSTER, SYNTH, default_out, n_students, recluster, run_synth, student_widths, teacher_sizes
 
 def config_option(section: str):
     return click.option(
@@ -91,9 +91,9 @@ def synth(config, **values):
     """
     params = SYNTH.resolve(values, config)
     out = params["out"] or default_out(params)
-    n = params["n_students"] or default_n_students(params["r"])
-    click.echo(f"teacher {params['din']}-{params['r']}-1 ({params['act']}, seed {params['seed']}); {n} students of "
-               f"width {student_width(params)} ({params['backend']} backend); run directory {out}")
+    click.echo(f"teacher {'-'.join(map(str, teacher_sizes(params)))} ({params['act']}, seed {params['seed']}); "
+               f"{n_students(params)} students of width {'-'.join(map(str, student_widths(params)))} "
+               f"({params['backend']} backend); run directory {out}")
     progress = Progress()
     try:
         report = run_synth(params, out, progress)

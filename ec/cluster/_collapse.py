@@ -9,7 +9,7 @@ import numpy as np
 
 from ..activations import Activation, get_activation
 from ._canonical import Layer, NeuronTable, flip, flip_rule, normalise_scale
-from ._hierarchy import LayerClusters, pairwise_distances
+from ._hierarchy import LayerClusters, medoid_index
 
 Array = np.ndarray
 
@@ -43,8 +43,7 @@ def collapse(table: NeuronTable, clusters: LayerClusters, activation: str | Acti
     W, b, A, info = np.zeros((0, d)), np.zeros(0), np.zeros((d_out, 0)), []
     for c in clusters.kept:
         rows = clusters.members(c)
-        D = _square(pairwise_distances(F[rows], clusters.metric, clusters.sign_invariant), len(rows))
-        ref = rows[int(np.argmin(D.sum(axis=1)))]
+        ref = rows[medoid_index(F[rows], clusters.metric, clusters.sign_invariant)]
         angle = _angles_to(Wm[rows], Wm[ref], clusters.sign_invariant)
         close = rows[angle <= clusters.beta]
         winner = min(set(table.student[close].tolist()), key=lambda j: (table.losses[j], j))
@@ -70,7 +69,9 @@ def collapse(table: NeuronTable, clusters: LayerClusters, activation: str | Acti
     return Layer(W, b, A, np.zeros(d_out), np.zeros((d_out, d))), info
 
 
-def prune_inactive(layer: Layer, X: Array, activation: str | Activation, tol: float = 1e-4) -> tuple[Layer, list[int]]:
+def prune_inactive(
+    layer: Layer, X: Array, activation: str | Activation, tol: float = 1e-4
+) -> tuple[Layer, list[int]]:
     """Fold neurons whose output contribution is constant over the data into the output bias.
 
     Constant-type (``w ~ 0``) and zero-type (``a ~ 0``) neurons can survive the clustering
@@ -93,12 +94,6 @@ def prune_inactive(layer: Layer, X: Array, activation: str | Activation, tol: fl
     c = layer.c + H[:, dead].mean(axis=0) @ layer.A[:, dead].T
     pruned = Layer(layer.W[keep], layer.b[keep], layer.A[:, keep], c, layer.Theta)
     return pruned, np.flatnonzero(dead).tolist()
-
-
-def _square(condensed: Array, n: int) -> Array:
-    D = np.zeros((n, n))
-    D[np.triu_indices(n, k=1)] = condensed
-    return D + D.T
 
 
 def _angles_to(V: Array, v: Array, sign_invariant: bool) -> Array:

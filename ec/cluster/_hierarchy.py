@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.cluster.hierarchy import leaves_list, linkage
-from scipy.spatial.distance import pdist
+from scipy.spatial.distance import pdist, squareform
 
 Array = np.ndarray
 
@@ -386,12 +386,11 @@ def cluster_neurons(
     )
 
 
-def _medoid(F: Array, metric: str, sign_invariant: bool) -> Array:
-    D = pairwise_distances(F, metric, sign_invariant)
-    n = len(F)
-    S = np.zeros((n, n))
-    S[np.triu_indices(n, k=1)] = D
-    return F[int(np.argmin((S + S.T).sum(axis=1)))]
+def medoid_index(F: Array, metric: str, sign_invariant: bool) -> int:
+    """Row of ``F`` with the smallest summed distance to the other rows."""
+    if len(F) == 1:
+        return 0
+    return int(np.argmin(squareform(pairwise_distances(F, metric, sign_invariant)).sum(axis=1)))
 
 
 def same_neuron(u: Array, v: Array, beta: float, metric: str, sign_invariant: bool) -> bool:
@@ -423,7 +422,10 @@ def merge_split_clusters(features, labels, kept, beta, metric, sign_invariant):
     merged : list of list of int
         Groups of clusters merged (only groups of two or more).
     """
-    medoids = {c: _medoid(features[labels == c], metric, sign_invariant) for c in kept}
+    medoids = {}
+    for c in kept:
+        F = features[labels == c]
+        medoids[c] = F[medoid_index(F, metric, sign_invariant)]
     root = {c: c for c in kept}
 
     def find(c):

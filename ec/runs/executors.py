@@ -24,6 +24,8 @@ from __future__ import annotations
 import heapq
 import os
 import socket
+import sys
+import threading
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
@@ -76,18 +78,34 @@ class Unit:
         return config_hash(self.kind, self.config, self.deps)
 
 
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
 def _limit_threads() -> None:
-    """One BLAS / numba thread: processes are the parallelism, and results must not depend
-    on the thread count."""
+    """One BLAS / OpenMP / numba thread: processes are the parallelism, and results must not
+    depend on the thread count. Libraries loaded later read the environment variables;
+    those already loaded are limited directly."""
     from threadpoolctl import threadpool_limits
 
+    for var in _THREAD_VARS:
+        os.environ[var] = "1"
     threadpool_limits(1)
-    try:
-        import numba
+    if "numba" in sys.modules:
+        sys.modules["numba"].set_num_threads(1)
 
-        numba.set_num_threads(1)
-    except Exception:  # numba absent or its threading layer unavailable: nothing to limit
-        pass
+
+def _exit_with_parent(parent: int) -> None:
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _local_worker_init(parent: int) -> None:
+    """A pool worker: one thread per library, and it exits if the driver is killed (SIGKILL
+    leaves no chance to stop it), instead of lingering."""
+    _limit_threads()
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
 
 def run_unit(fn, config: dict, inputs: dict) -> dict:
@@ -122,7 +140,9 @@ class LocalExecutor:
         self._pool = self._new_pool()
 
     def _new_pool(self):
-        return ProcessPoolExecutor(self.n_workers, mp_context=get_context("spawn"), initializer=_limit_threads)
+        return ProcessPoolExecutor(
+            self.n_workers, mp_context=get_context("spawn"), initializer=_local_worker_init, initargs=(os.getpid(),)
+        )
 
     def submit(self, unit: Unit, inputs: dict):
         try:
@@ -294,9 +314,10 @@ def execute(
             emit("skip", unit, rec)
             finish(key, rec)
             return
-        if store.get(key) is not None and (rec is None or rec.done):
+        stored = store.get(key)
+        if rec is None and stored is not None:
             summary.n_redone += 1  # a stored entry that is corrupt, partial or stale
-            emit("redo", unit, store.get(key))
+            emit("redo", unit, stored)
         push(key)
 
     def finish(key, rec):

@@ -362,12 +362,13 @@ class _Run:
         self.curves: list[list[tuple[float, float]]] = [[] for _ in range(n)]
         self.epoch = self.step = 0
         self.elapsed = 0.0
-        opts = {k: getattr(cfg, k) for k in ("dtype", "batch_size", "lr", "patience", "factor", "min_lr", "seed")}
-        opts["betas"], opts["eps"] = list(cfg.betas), cfg.eps
-        self.fingerprint = _fingerprint(spec, X, y, theta0s, trainable, opts)
         self.ckpt = Path(cfg.checkpoint) if cfg.checkpoint else None
-        if self.ckpt is not None and self.ckpt.exists():
-            self._restore()
+        if self.ckpt is not None:
+            opts = {k: getattr(cfg, k) for k in ("dtype", "batch_size", "lr", "patience", "factor", "min_lr", "seed")}
+            opts["betas"], opts["eps"] = list(cfg.betas), cfg.eps
+            self.fingerprint = _fingerprint(spec, X, y, theta0s, trainable, opts)
+            if self.ckpt.exists():
+                self._restore()
 
     # ---------------------------------------------------------------- training loop
     def train(self) -> list[TrainResult]:

@@ -130,7 +130,7 @@ def _hessian_deep(spec, theta, X, y):
     H = np.zeros((spec.n_params, spec.n_params))
     for start in range(0, len(X), _BLOCK):
         _hessian_block_deep(spec, theta, X[start : start + _BLOCK], y[start : start + _BLOCK], H)
-    H *= 2.0 / y.size
+    H = (H + H.T) * (1.0 / y.size)  # exactly symmetric; 2/(N K) scaling
     return H
 
 

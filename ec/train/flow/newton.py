@@ -1,14 +1,14 @@
 """Phase 2: second-order finish from where the gradient flow stopped.
 
-Small networks get Newton's method in a trust region with the exact Hessian (scipy's
-``trust-exact``), which converges quadratically to a minimum even where the Hessian is
-singular, as it is at every zero-loss point of an overparameterised student. Large ones,
-where a dense Hessian costs too much, get BFGS or L-BFGS.
+Small networks get Newton's method in a trust region with the exact Hessian
+(:func:`_trust_newton`). The subproblem is solved exactly in the Hessian's eigenbasis
+(Moré-Sorensen, including the "hard case"), so singular and indefinite Hessians, which every
+overparameterised student has near its zero-loss manifold, are handled; a rejected step costs
+one gradient, not a new Hessian. Large networks, where a dense Hessian costs too much, get
+scipy's BFGS or L-BFGS.
 """
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 from scipy.optimize import minimize
@@ -17,7 +17,8 @@ from .objective import Objective, Stop
 
 Array = np.ndarray
 METHODS = ("auto", "newton", "bfgs", "lbfgs")
-_SCIPY = {"newton": "trust-exact", "bfgs": "BFGS", "lbfgs": "L-BFGS-B"}
+_SCIPY = {"bfgs": "BFGS", "lbfgs": "L-BFGS-B"}
+_ETA = 1e-4  # accept a step when actual / predicted decrease exceeds this
 
 
 def choose_method(n_free: int, method: str = "auto", newton_max_params: int = 1000, bfgs_max_params: int = 5000) -> str:
@@ -39,31 +40,108 @@ def second_order(obj: Objective, u0: Array, max_steps: int, max_time: float, met
     obj : Objective
     u0 : ndarray of float64, shape (obj.n_free,)
     max_steps : int
+        Iterations (Newton: accepted steps, each with a new Hessian).
     max_time : float
     method : {"newton", "bfgs", "lbfgs"}
 
     Returns
     -------
     u : ndarray of float64, shape (obj.n_free,)
-        The optimiser's last iterate.
+        The last iterate.
     steps : int
         Iterations done.
     reason : str
-        ``"min_loss"``, ``"min_grad"``, ``"budget"``, ``"converged"`` (the optimiser's own
-        test) or ``"optimizer: <message>"``.
+        ``"min_loss"``, ``"min_grad"``, ``"budget"``, ``"converged"`` (no further decrease
+        is possible in float64) or ``"optimizer: <message>"``.
     """
-    obj.deadline = time.perf_counter() + max_time
+    obj.deadline = obj.now() + max_time
     state = {"u": np.array(u0, dtype=np.float64), "steps": 0}
+    try:
+        if method == "newton":
+            reason = _trust_newton(obj, state, max_steps)
+        else:
+            reason = _scipy(obj, state, max_steps, _SCIPY[method])
+    except Stop as stop:
+        reason = stop.reason
+    return state["u"], state["steps"], reason
 
+
+def _scipy(obj, state, max_steps, method):
     def callback(intermediate_result):
         state["u"], state["steps"] = intermediate_result.x, state["steps"] + 1
 
-    hess = {"hess": obj.hessian} if method == "newton" else {}
     options = {"maxiter": max_steps, "gtol": obj.budget.min_grad}
-    try:
-        res = minimize(obj.loss_grad, state["u"], jac=True, method=_SCIPY[method], callback=callback, options=options, **hess)
-    except Stop as stop:
-        return state["u"], state["steps"], stop.reason
-    if res.nit >= max_steps:
-        return res.x, int(res.nit), "budget"
-    return res.x, int(res.nit), "converged" if res.success else f"optimizer: {res.message}"
+    res = minimize(obj.loss_grad, state["u"], jac=True, method=method, callback=callback, options=options)
+    state["u"] = res.x
+    if state["steps"] >= max_steps:
+        return "budget"
+    return "converged" if res.success else f"optimizer: {res.message}"
+
+
+def trust_region_step(lam: Array, gc: Array, radius: float) -> Array:
+    """Minimiser of ``gc.s + s.(lam s)/2`` over ``|s| <= radius`` (coordinates in the eigenbasis).
+
+    Parameters
+    ----------
+    lam : ndarray of float64, shape (n,)
+        Hessian eigenvalues, ascending.
+    gc : ndarray of float64, shape (n,)
+        Gradient in the eigenbasis.
+    radius : float
+
+    Returns
+    -------
+    s : ndarray of float64, shape (n,)
+    """
+    if lam[0] > 0:
+        s = -gc / lam
+        if np.linalg.norm(s) <= radius:
+            return s
+    shifted = lam + max(0.0, -lam[0])  # >= 0; s(delta) = -gc / (shifted + delta), delta > 0
+    flat = shifted == 0
+    if flat.any() and not gc[flat].any():
+        # hard case: no gradient along the lowest eigenvector(s); if the rest of the step
+        # stays inside, the boundary is reached along them
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s = np.where(flat, 0.0, -gc / shifted)
+        rest = radius**2 - s @ s
+        if rest >= 0:
+            s[np.argmax(flat)] = np.sqrt(rest)
+            return s
+    lo, hi = np.finfo(float).tiny, np.linalg.norm(gc) / radius + np.finfo(float).tiny
+    with np.errstate(over="ignore"):  # |s| overflows to inf for tiny delta: "too long"
+        for _ in range(200):  # geometric bisection on delta: robust, and n is small
+            mid = np.sqrt(lo * hi)
+            if np.linalg.norm(gc / (shifted + mid)) > radius:
+                lo = mid
+            else:
+                hi = mid
+            if hi <= lo * (1.0 + 1e-13):
+                break
+    return -gc / (shifted + hi)
+
+
+def _trust_newton(obj, state, max_steps, radius=1.0):
+    u = state["u"]
+    loss, g = obj.loss_grad(u)
+    while state["steps"] < max_steps:
+        lam, V = np.linalg.eigh(obj.hessian(u))
+        gc = V.T @ g
+        while True:
+            s = trust_region_step(lam, gc, radius)
+            predicted = -(gc @ s + 0.5 * (lam * s) @ s)
+            if not predicted > 0 or radius < 1e-300:
+                return "converged"
+            step = V @ s
+            loss1, g1 = obj.loss_grad(u + step)
+            rho = (loss - loss1) / predicted
+            norm = np.linalg.norm(s)
+            if rho < 0.25:
+                radius = 0.25 * norm
+            elif rho > 0.75 and norm > 0.99 * radius:
+                radius *= 2.0
+            if rho > _ETA:
+                break
+        u, loss, g = u + step, loss1, g1
+        state["u"], state["steps"] = u, state["steps"] + 1
+    return "budget"

@@ -20,8 +20,6 @@ propagated over the step. Larger networks use a scipy ``solve_ivp`` method.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 from scipy import integrate
 
@@ -32,6 +30,7 @@ SCIPY_METHODS = ("BDF", "Radau", "LSODA", "RK45", "DOP853")
 METHODS = ("auto", "exp-euler", *SCIPY_METHODS)
 _IMPLICIT = ("BDF", "Radau", "LSODA")
 _MAX_REJECTS = 40  # consecutive rejections (h shrinks >= 2x each) before giving up
+_STALL_STEPS, _STALL_DECREASE = 100, 1e-9  # no relative decrease > 1e-9 in 100 steps: a minimum
 
 
 def choose_method(n_free: int, method: str = "auto", exp_euler_max_params: int = 600) -> str:
@@ -62,7 +61,7 @@ def gradient_flow(
     max_steps : int
         Accepted solver steps.
     max_time : float
-        Seconds of wall-clock time.
+        Seconds (of ``obj``'s clock).
     method : str
         ``"exp-euler"`` or a scipy ``solve_ivp`` method; implicit scipy methods get the
         exact Jacobian ``-H``.
@@ -77,11 +76,11 @@ def gradient_flow(
     steps : int
         Accepted steps.
     reason : str
-        ``"min_loss"``, ``"min_grad"``, ``"budget"`` or ``"solver: <message>"`` when the
-        solver gave up.
+        ``"min_loss"``, ``"min_grad"``, ``"budget"``, ``"converged"`` (exp-euler: the loss
+        stalled at a minimum) or ``"solver: <message>"`` when the solver gave up.
     """
     method = choose_method(obj.n_free, method)
-    obj.deadline = time.perf_counter() + max_time
+    obj.deadline = obj.now() + max_time
     run = _exp_euler if method == "exp-euler" else _scipy
     state = {"u": np.array(u0, dtype=np.float64), "steps": 0}
     try:
@@ -115,26 +114,39 @@ def _phi(lam: Array, h: float) -> Array:
 def _exp_euler(obj, state, max_steps, method, rtol, atol, h=1.0):
     u = state["u"]
     loss, g = obj.loss_grad(u)
+    checkpoint = loss
+    H = None
+    rejects = 0
     while state["steps"] < max_steps:
-        H = obj.hessian(u)
-        lam, V = np.linalg.eigh(H)
-        gc = V.T @ g
-        for _ in range(_MAX_REJECTS):
-            p = _phi(lam, h)
-            D = -(V @ (p * gc))
-            loss1, g1 = obj.loss_grad(u + D)
-            defect = V @ (p * (V.T @ (g1 - g - H @ D)))
-            # one scale for all coordinates: the neurons' weights differ by orders of
-            # magnitude, and per-coordinate tolerances let the tiniest ones dictate h
-            scale = atol + rtol * np.sqrt(np.mean(u * u))
-            err = 0.5 * np.sqrt(np.mean(defect * defect)) / scale
-            factor = min(5.0, max(0.2, 0.9 * max(err, 1e-10) ** (-1.0 / 3.0)))
-            if err <= 1.0 and loss1 <= loss:
-                break
-            h *= min(factor, 0.5)
-        else:  # only at the rounding floor of the loss
-            return "solver: no decrease"
+        if H is None:  # (re)factorise at u; between refreshes steps reuse an older Hessian
+            H = obj.hessian(u)
+            lam, V = np.linalg.eigh(H)
+            fresh = True
+        p = _phi(lam, h)
+        D = -(V @ (p * (V.T @ g)))
+        loss1, g1 = obj.loss_grad(u + D)
+        # local error: the flow of the model's defect over the step, one scale for all
+        # coordinates (weights differ by orders of magnitude; per-coordinate tolerances
+        # would let the tiniest dictate h)
+        defect = V @ (p * (V.T @ (g1 - g - H @ D)))
+        err = 0.5 * np.sqrt(np.mean(defect * defect)) / (atol + rtol * np.sqrt(np.mean(u * u)))
+        factor = min(5.0, max(0.2, 0.9 * max(err, 1e-10) ** (-1.0 / 3.0)))
+        if not (err <= 1.0 and loss1 <= loss):
+            rejects += 1
+            if rejects > _MAX_REJECTS:  # only at the rounding floor of the loss
+                return "solver: no decrease"
+            if fresh:
+                h *= min(factor, 0.5)
+            else:
+                H = None  # first blame the stale Hessian, retry with the same h
+            continue
+        rejects = 0
         u, loss, g = u + D, loss1, g1
         state["u"], state["steps"] = u, state["steps"] + 1
         h *= factor
+        fresh = False
+        if state["steps"] % _STALL_STEPS == 0:
+            if loss > checkpoint * (1.0 - _STALL_DECREASE):
+                return "converged"
+            checkpoint = loss
     return "budget"

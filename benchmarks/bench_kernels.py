@@ -1,0 +1,139 @@
+"""Benchmark of the flow backend's kernels against torch float64, same net, data and process.
+
+For each student size (d, m), N samples, one output, activation g:
+
+* loss + gradient: ours (``ec.train.flow.kernels.MSE.loss_grad``) vs ``torch.autograd.grad``;
+* exact Hessian: ours vs ``torch.func.hessian`` (skipped above ``--torch-hessian-max``
+  parameters: it takes minutes there);
+* the ``J^T J`` part of our Hessian (``dsyrk``): its flop rate against this machine's float64
+  matrix-multiply rate, measured in the same run with a square ``numpy`` product.
+
+Both libraries get the same number of threads (``--threads``). The machine is shared, so
+timings are noisy: each number is the median of ``--repeats`` runs, and the ratios (from
+the same process, interleaved) are what to compare. Prints a table, writes
+``benchmarks/results/kernels.csv``.
+
+Usage::
+
+    python benchmarks/bench_kernels.py                     # the four sizes of issue 3
+    python benchmarks/bench_kernels.py --threads 2 --repeats 15
+    python benchmarks/bench_kernels.py --sizes 4x16 --n 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+import pandas as pd
+import torch
+from threadpoolctl import threadpool_limits
+
+from ec.io import atomic_write_text
+from ec.mlp import MLPSpec
+from ec.train.flow import _shallow
+from ec.train.flow.kernels import MSE
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def median_seconds(f, repeats: int) -> float:
+    f()  # warm-up (numba compilation, caches)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def matmul_rate(repeats: int, n: int = 2000) -> float:
+    """float64 GFLOP/s of an ``n x n`` matrix product."""
+    A = np.random.default_rng(0).random((n, n))
+    return 2 * n**3 / median_seconds(lambda: A @ A, repeats) / 1e9
+
+
+def torch_loss(d: int, m: int, X: np.ndarray, y: np.ndarray):
+    """The same network in torch: flat parameters in the ``MLPSpec`` layout, activation g."""
+    Xt, yt = torch.tensor(X), torch.tensor(y)
+    F = torch.nn.functional
+
+    def loss(p):
+        W1, b1 = p[: m * d].reshape(m, d), p[m * d : m * d + m]
+        W2, b2 = p[m * d + m : m * d + 2 * m].reshape(1, m), p[m * d + 2 * m :]
+        z = Xt @ W1.T + b1
+        h = F.softplus(z) + torch.sigmoid(4 * z)
+        return ((h @ W2.T + b2 - yt) ** 2).mean()
+
+    return loss
+
+
+def bench_size(d: int, m: int, n: int, repeats: int, torch_hessian_max: int) -> dict:
+    rng = np.random.default_rng(0)
+    spec = MLPSpec((d, m, 1), "g")
+    X = rng.uniform(-np.sqrt(3), np.sqrt(3), (n, d))
+    y = rng.normal(size=(n, 1))
+    theta = spec.init_params(0)
+    ours = MSE(spec, X, y)
+    loss_fn, p = torch_loss(d, m, X, y), torch.tensor(theta, requires_grad=True)
+    assert abs(ours.loss_grad(theta)[0] - loss_fn(p).item()) < 1e-12  # same function
+
+    row = {"d": d, "m": m, "n_params": spec.n_params, "N": n}
+    row["grad_ms"] = 1e3 * median_seconds(lambda: ours.loss_grad(theta), repeats)
+    row["torch_grad_ms"] = 1e3 * median_seconds(lambda: torch.autograd.grad(loss_fn(p), p), repeats)
+    h_repeats = max(3, repeats // 3)
+    row["hess_ms"] = 1e3 * median_seconds(lambda: ours.hessian(theta), h_repeats)
+    timings: dict = {}
+    for _ in range(h_repeats):
+        _shallow.hessian(spec, theta, ours.data, timings)
+    row["jtj_ms"] = 1e3 * timings["syrk"] / h_repeats
+    row["jtj_gflops"] = n * spec.n_params**2 / (timings["syrk"] / h_repeats) / 1e9
+    if spec.n_params <= torch_hessian_max:
+        hess_fn = torch.func.hessian(loss_fn)
+        t0 = time.perf_counter()  # one run: it takes seconds to minutes
+        ref = hess_fn(p.detach()).numpy()
+        row["torch_hess_ms"] = 1e3 * (time.perf_counter() - t0)
+        assert np.allclose(ours.hessian(theta), ref, rtol=1e-9, atol=1e-11 * np.abs(ref).max())
+    else:
+        row["torch_hess_ms"] = np.nan
+    return row
+
+
+def main(argv=None) -> pd.DataFrame:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="4x16,8x32,32x32,8x128", help="comma-separated d x m")
+    parser.add_argument("--n", type=int, default=30_000, help="samples")
+    parser.add_argument("--threads", type=int, default=1, help="threads for both libraries")
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--torch-hessian-max", type=int, default=1100, help="largest n_params for torch.func.hessian")
+    parser.add_argument("--out", default=str(RESULTS / "kernels.csv"))
+    args = parser.parse_args(argv)
+
+    torch.set_default_dtype(torch.float64)
+    torch.set_num_threads(args.threads)
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    rows = []
+    with threadpool_limits(args.threads):
+        for size in args.sizes.split(","):
+            d, m = (int(v) for v in size.lower().split("x"))
+            row = bench_size(d, m, args.n, args.repeats, args.torch_hessian_max)
+            row["matmul_gflops"] = matmul_rate(args.repeats)  # right after, under the same load
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    df["threads"] = args.threads
+    df["grad_speedup_vs_torch"] = df.torch_grad_ms / df.grad_ms
+    df["hess_speedup_vs_torch"] = df.torch_hess_ms / df.hess_ms
+    df["jtj_fraction_of_matmul"] = df.jtj_gflops / df.matmul_gflops
+    atomic_write_text(args.out, df.to_csv(index=False, float_format="%.4g"))
+    cols = ["d", "m", "n_params", "grad_ms", "torch_grad_ms", "grad_speedup_vs_torch", "hess_ms", "torch_hess_ms",
+            "hess_speedup_vs_torch", "jtj_gflops", "matmul_gflops", "jtj_fraction_of_matmul"]
+    print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    print(f"wrote {args.out}")
+    return df
+
+
+if __name__ == "__main__":
+    main()

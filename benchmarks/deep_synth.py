@@ -1,0 +1,155 @@
+"""Deep synthetic teacher (paper A.5, Fig. A.1): layer-wise Expand-and-Cluster with
+retraining vs direct training at the teacher's size, with the same per-student budget.
+
+Trains N overparameterised students (rho x each hidden width) with the flow backend, then
+reconstructs layer by layer (:class:`ec.layerwise.LayerwiseExpandAndCluster`: retraining
+with the reconstructed layers' weights fixed, bias filter, folding, fine-tune), and N
+students of the teacher's own size. Budgets are CPU seconds per student (the flow
+backend's ``clock="cpu"``), so runs on a loaded machine stay comparable. The original and
+the direct students are cached in ``--cache`` so that a rerun with other gamma / beta only
+redoes the reconstruction.
+
+Prints a per-layer table and writes ``benchmarks/results/deep_synth.csv`` (per layer) and
+``deep_synth.json`` (everything).
+
+Usage::
+
+    python benchmarks/deep_synth.py --layers 8-4-2-1 --rho 8 --n 6 --student-cpu 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ec.config import parse_angle, parse_int_list
+from ec.io import atomic_save_npz, atomic_write_json, atomic_write_text
+from ec.layerwise import LayerwiseExpandAndCluster, compare_layers
+from ec.metrics import rmse
+from ec.mlp import MLPSpec
+from ec.teachers import make_teacher
+from ec.train import Budget, TrainResult, train_students
+
+RESULTS = Path(__file__).parent / "results"
+# BFGS for the big original students, Newton (exact Hessian) for the small retrained ones
+# and the fine-tunes; budgets in CPU seconds.
+FLOW = {"clock": "cpu", "newton_max_params": 200}
+
+
+def budget(cpu: float) -> Budget:
+    """Half gradient flow, half second-order, in CPU seconds (steps unbounded)."""
+    return Budget(ode_steps=10**9, ode_time=cpu / 2, optim_steps=10**9, optim_time=cpu / 2)
+
+
+def cached_students(cache: Path, name: str, spec: MLPSpec, X, y, seeds, cpu: float, jobs: int) -> list[TrainResult]:
+    """Train (or load) one flow student per seed; each is saved as soon as it finishes."""
+    path = lambda i: cache / f"{name}-{i:03d}.npz"  # noqa: E731
+    done = {}
+    for i in range(len(seeds)):
+        if path(i).exists():
+            with np.load(path(i), allow_pickle=False) as f:
+                res = TrainResult.from_arrays(f)
+            if res.spec == spec and res.seed == seeds[i]:
+                done[i] = res
+    todo = [i for i in range(len(seeds)) if i not in done]
+
+    def save(j, res):
+        atomic_save_npz(path(todo[j]), **res.to_arrays())
+        print(f"  {name} {todo[j]}: loss {res.loss:.2e} ({res.stop_reason}, {res.seconds:.0f} s)", flush=True)
+
+    if todo:
+        new = train_students(spec, X, y, [seeds[i] for i in todo], "flow", budget(cpu), n_jobs=jobs, on_result=save,
+                             **FLOW)
+        done.update(zip(todo, new))
+    return [done[i] for i in range(len(seeds))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--layers", type=parse_int_list, default=(8, 4, 2, 1))
+    ap.add_argument("--seed", type=int, default=0, help="teacher seed")
+    ap.add_argument("--rho", type=float, default=8.0)
+    ap.add_argument("--n", type=int, default=10, help="students N (and direct-training runs)")
+    ap.add_argument("--n-train", type=int, default=3000)
+    ap.add_argument("--n-test", type=int, default=10_000)
+    ap.add_argument("--student-cpu", type=float, default=60.0, help="CPU seconds per original / direct student")
+    ap.add_argument("--retrain-cpu", type=float, default=30.0, help="CPU seconds per retrained student")
+    ap.add_argument("--finetune-cpu", type=float, default=60.0)
+    ap.add_argument("--gamma", type=float, default=0.5)
+    ap.add_argument("--beta", type=parse_angle, default="pi/5")
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--cache", type=Path, default=RESULTS / "deep_synth_cache")
+    ap.add_argument("--no-direct", action="store_true", help="skip direct training at the teacher's size")
+    args = ap.parse_args()
+
+    teacher = make_teacher(args.layers, args.seed)
+    data = teacher.dataset(args.n_train, args.n_test)
+    X, y = data.X_train, data.y_train
+    widths = tuple(int(round(args.rho * r)) for r in teacher.spec.hidden_sizes)
+    tag = f"{'-'.join(map(str, args.layers))}-s{args.seed}-n{args.n_train}-cpu{args.student_cpu:g}"
+    cache = args.cache / tag
+    cache.mkdir(parents=True, exist_ok=True)
+    t_start = time.process_time()
+
+    est = LayerwiseExpandAndCluster(
+        widths, n_students=args.n, gamma=args.gamma, beta=args.beta, backend="flow", n_jobs=args.jobs,
+        budget=budget(args.student_cpu), retrain_budget=budget(args.retrain_cpu),
+        finetune_budget=Budget(ode_steps=0, ode_time=0.0, optim_steps=10**9, optim_time=args.finetune_cpu),
+        backend_options=FLOW, progress=lambda event, **i: print(f"[{i['name']}]", flush=True) if event == "stage" else None,
+    )
+    spec = est.student_spec(teacher.spec.d_in, teacher.spec.d_out)
+    print(f"teacher {teacher.spec.layer_sizes} seed {args.seed}; {args.n} students {spec.layer_sizes}", flush=True)
+    students = cached_students(cache, "student", spec, X, y, est.student_seeds(), args.student_cpu, args.jobs)
+    est.fit(X, y, students=students)
+    summary, _ = compare_layers(est.spec_, est.params_, teacher.spec, teacher.params, data.X_test, data.y_test)
+
+    direct = []
+    if not args.no_direct:
+        print(f"direct training: {args.n} students {teacher.spec.layer_sizes}", flush=True)
+        direct = cached_students(cache, "direct", teacher.spec, X, y, est.student_seeds(), args.student_cpu, args.jobs)
+    direct_loss = [float(s.loss) for s in direct]
+    direct_test = [rmse(s.spec.forward(s.params, data.X_test), data.y_test) for s in direct]
+
+    rep = est.report_
+    rows = [{"layer": l + 1, **L} for l, L in enumerate(summary["layers"])]
+    for row, L in zip(rows, rep["layers"]):
+        row["removed_by_bias_filter"] = len(L.get("bias_filter", {}).get("removed", []))
+    table = pd.DataFrame(rows)
+    print("\nper hidden layer:")
+    print(table.to_string(index=False))
+    losses = sorted(s.loss for s in students)
+    print(f"\noriginal students {spec.layer_sizes}: best loss {losses[0]:.2e}, median {losses[len(losses) // 2]:.2e}")
+    for stage, group in enumerate(est.retrained_, start=1):
+        g = sorted(s.loss for s in group)
+        print(f"retrained students, {stage} fixed layer(s) {group[0].spec.layer_sizes}: best loss {g[0]:.2e}, "
+              f"median {g[len(g) // 2]:.2e}")
+    print(f"reconstructed {est.layer_sizes_}: train loss (MSE) {rep['train_loss']['finetuned']:.2e}, "
+          f"test RMSE {summary['test_rmse']:.2e}")
+    if direct:
+        best = int(np.argmin(direct_loss))
+        print(f"direct training {teacher.spec.layer_sizes}: best train loss {direct_loss[best]:.2e} "
+              f"(test RMSE {direct_test[best]:.2e}), median {sorted(direct_loss)[len(direct) // 2]:.2e}")
+    trained = [s.seconds for s in students + direct] + [s.seconds for g in est.retrained_ for s in g]
+    print(f"CPU seconds: students' training {sum(trained):.0f} (cached ones included), this process "
+          f"{time.process_time() - t_start:.0f}")
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(RESULTS / "deep_synth.csv", table.to_csv(index=False))
+    atomic_write_json(RESULTS / "deep_synth.json", {
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "teacher": list(teacher.spec.layer_sizes),
+        "students": list(spec.layer_sizes),
+        "summary": summary,
+        "reconstruction": rep,
+        "retrained_losses": [[float(s.loss) for s in g] for g in est.retrained_],
+        "direct": {"losses": direct_loss, "test_rmse": direct_test},
+        "seconds": rep["seconds"],
+    })
+
+
+if __name__ == "__main__":
+    main()

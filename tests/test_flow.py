@@ -1,0 +1,133 @@
+"""The flow backend: training to zero loss, masks, determinism, budgets, train_students."""
+
+import numpy as np
+import pytest
+
+from ec.mlp import MLPSpec, mse
+from ec.teachers import make_teacher
+from ec.train import Budget, Trainer, TrainResult, get_backend, register_backend, train_students
+from ec.train import base
+from ec.train.flow.backend import FlowTrainer
+
+QUICK = Budget(ode_steps=200, ode_time=20, optim_steps=50, optim_time=10)
+
+
+@pytest.fixture(scope="module")
+def small_task():
+    """Teacher d=2, r=2 (A.4) and 2000 of its queries; students with rho=2."""
+    teacher = make_teacher((2, 2, 1), seed=0)
+    data = teacher.dataset(2000, 10)
+    return MLPSpec((2, 4, 1), teacher.spec.activation), data.X_train, data.y_train
+
+
+def test_registered_and_implements_protocol():
+    trainer = get_backend("flow")
+    assert isinstance(trainer, FlowTrainer) and isinstance(trainer, Trainer)
+    assert trainer.name == "flow" and trainer.batched is False
+
+
+def test_overparameterised_student_learns_teacher_to_zero_loss(small_task):
+    spec, X, y = small_task
+    res = FlowTrainer().fit(spec, X, y, spec.init_params(1), Budget(ode_time=30, optim_time=15))
+    assert res.loss < 1e-24
+    assert res.loss == pytest.approx(mse(spec, res.params, X, y), rel=1e-6, abs=1e-30)
+    assert res.stop_reason in ("min_loss", "min_grad")
+    assert res.params.dtype == np.float64 and res.backend == "flow"
+    curve = res.loss_curve
+    assert curve.shape[1] == 2 and np.all(np.diff(curve[:, 1]) < 0) and np.all(np.diff(curve[:, 0]) >= 0)
+    assert curve[-1, 1] == res.loss
+
+
+def test_same_seed_gives_identical_parameters(small_task):
+    spec, X, y = small_task
+    a, b = (FlowTrainer().fit(spec, X, y, spec.init_params(3), QUICK) for _ in range(2))
+    np.testing.assert_array_equal(a.params, b.params)
+    assert a.loss == b.loss
+
+
+@pytest.mark.parametrize("sizes", [(2, 4, 1), (2, 3, 3, 1)], ids=["shallow", "deep"])
+def test_fixed_parameters_keep_their_values_bit_for_bit(small_task, sizes):
+    _, X, y = small_task
+    spec = MLPSpec(sizes, "g")
+    theta0 = spec.init_params(5)
+    trainable = np.zeros(spec.n_params, dtype=bool)
+    trainable[spec.offsets()[-1][0] :] = True  # train only the output layer
+    res = FlowTrainer().fit(spec, X, y, theta0, Budget(ode_steps=30, optim_steps=10), trainable=trainable)
+    np.testing.assert_array_equal(res.params[~trainable], theta0[~trainable])
+    assert not np.array_equal(res.params[trainable], theta0[trainable])
+    assert res.loss < mse(spec, theta0, X, y)
+
+
+def test_bad_mask_is_rejected(small_task):
+    spec, X, y = small_task
+    with pytest.raises(ValueError, match="trainable"):
+        FlowTrainer().fit(spec, X, y, spec.init_params(0), QUICK, trainable=np.ones(3, dtype=bool))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(ode_method="BDF"), dict(ode_method="DOP853", optim_method="bfgs"), dict(ode_method="RK45", optim_method="lbfgs")],
+    ids=["bdf+newton", "dop853+bfgs", "rk45+lbfgs"],
+)
+def test_other_solvers_decrease_the_loss(small_task, options):
+    spec, X, y = small_task
+    theta0 = spec.init_params(2)
+    res = FlowTrainer(**options).fit(spec, X, y, theta0, Budget(ode_steps=30, ode_time=10, optim_steps=20, optim_time=10))
+    assert res.loss < 0.5 * mse(spec, theta0, X, y)
+    assert [p.steps > 0 for p in res.phases] == [True, True]
+
+
+def test_budget_and_phase_records(small_task):
+    spec, X, y = small_task
+    theta0 = spec.init_params(4)
+    res = FlowTrainer().fit(spec, X, y, theta0, Budget(ode_steps=7, ode_time=10, optim_steps=3, optim_time=10))
+    assert [p.name for p in res.phases] == ["exp-euler", "newton"]
+    assert res.phases[0].steps == 7 and res.phases[1].steps <= 3
+    assert res.stop_reason == "budget"
+    assert res.phases[1].loss == res.loss <= res.phases[0].loss
+    idle = FlowTrainer().fit(spec, X, y, theta0, Budget(ode_steps=0, optim_steps=0))
+    assert idle.phases == () and idle.loss == pytest.approx(mse(spec, theta0, X, y), rel=1e-13)
+    np.testing.assert_array_equal(idle.params, theta0)
+
+
+def test_bad_options_are_rejected():
+    with pytest.raises(ValueError, match="ode method 'euler'"):
+        FlowTrainer(ode_method="euler")
+    with pytest.raises(ValueError, match="optim method 'adam'"):
+        FlowTrainer(optim_method="adam")
+    with pytest.raises(ValueError, match="clock='moon'"):
+        FlowTrainer(clock="moon")
+
+
+class FailsOnMarkedStudent(FlowTrainer):
+    """Raises for the student whose initial parameters start with the marker value."""
+
+    def fit(self, spec, X, y, theta0, budget=None, trainable=None):
+        if theta0[0] == 123.0:
+            raise RuntimeError("boom")
+        return super().fit(spec, X, y, theta0, budget, trainable)
+
+
+@pytest.fixture
+def failing_backend():
+    register_backend("flow-fails", f"{__name__}:FailsOnMarkedStudent")
+    yield "flow-fails"
+    del base._REGISTRY["flow-fails"]
+
+
+def test_train_students_flow_and_failure_isolation(small_task, failing_backend):
+    spec, X, y = small_task
+    results = train_students(spec, X, y, seeds=[0, 1], backend="flow", budget=QUICK, n_jobs=1)
+    assert [r.seed for r in results] == [0, 1]
+    assert all(isinstance(r, TrainResult) and not r.failed and r.backend == "flow" for r in results)
+    theta0s = [spec.init_params(0), spec.init_params(1), spec.init_params(2)]
+    theta0s[1][0] = 123.0
+    seen = []
+    results = train_students(
+        spec, X, y, seeds=[7, 8, 9], backend=failing_backend, budget=QUICK, n_jobs=1, theta0s=theta0s,
+        on_result=lambda i, r: seen.append(i),
+    )
+    assert [r.failed for r in results] == [False, True, False]
+    assert "RuntimeError: boom" in results[1].error and results[1].stop_reason == "error"
+    assert np.isfinite(results[0].loss) and np.isfinite(results[2].loss)
+    assert sorted(seen) == [0, 1, 2]
