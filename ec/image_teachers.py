@@ -20,7 +20,7 @@ from .teachers import Teacher
 Array = np.ndarray
 
 
-_INFO_FIELDS = ("seed", "dataset", "source", "n_train", "test_accuracy", "val_accuracy", "epochs")
+_INFO_FIELDS = ("seed", "trained_on", "source", "n_train", "test_accuracy", "val_accuracy", "epochs")
 
 
 def accuracy(logits: Array, labels: Array) -> float:
@@ -34,8 +34,8 @@ class ImageTeacher(Teacher):
 
     Attributes
     ----------
-    dataset : str
-        Training dataset name.
+    trained_on : str
+        Training dataset name (not ``dataset``: that is :meth:`Teacher.dataset`).
     source : str
         Where that dataset came from.
     n_train : int
@@ -45,7 +45,7 @@ class ImageTeacher(Teacher):
         Epochs trained (the returned parameters are those of the best validation loss).
     """
 
-    dataset: str = ""
+    trained_on: str = ""
     source: str = ""
     n_train: int = 0
     test_accuracy: float = math.nan
@@ -57,7 +57,7 @@ class ImageTeacher(Teacher):
             "layer_sizes": list(self.spec.layer_sizes),
             "activation": self.spec.activation,
             "seed": self.seed,
-            "dataset": self.dataset,
+            "trained_on": self.trained_on,
             "source": self.source,
             "n_train": self.n_train,
             "test_accuracy": self.test_accuracy,

@@ -185,7 +185,7 @@ def train_teacher(params: dict, progress: Progress | None = None, data: ImageDat
     if path.is_file():
         teacher = ImageTeacher.load(path)
         want = (params["dataset"], params["act"], tuple(params["r"]))
-        have = (teacher.dataset, teacher.spec.activation, teacher.spec.hidden_sizes)
+        have = (teacher.trained_on, teacher.spec.activation, teacher.spec.hidden_sizes)
         if have != want:
             raise ConfigError(f"{str(path)!r} holds a teacher with (dataset, act, r) = {have}, not {want}")
         _emit(progress, "message", text=f"loaded teacher {path}")
@@ -230,11 +230,13 @@ def run_mnist(config=None, progress: Progress | None = None, **values) -> dict:
     data_dir = p["data_dir"] or None
     data = load_dataset(p["dataset"], data_dir, p["download"])
     query_name = p["query_dataset"] or p["dataset"]
-    query = data if query_name == p["dataset"] else load_dataset(query_name, data_dir, p["download"])
+    if query_name == p["dataset"]:
+        query = data.subset(p["n_train"], seed=p["seed"])
+    else:
+        query = load_dataset(query_name, data_dir, p["download"], n_train=p["n_train"], seed=p["seed"])
     if query.d_in != data.d_in:
         raise ConfigError(f"--query-dataset={query_name!r} has {query.d_in} inputs per image, "
                           f"the {p['dataset']!r} teacher takes {data.d_in}")
-    query = query.subset(p["n_train"], seed=p["seed"])
     rd = RunDir(p["out"] or default_run_dir(p))
     config_json = {**p, "r": list(p["r"]), "data_source": data.source, "query_source": query.source}
     resumed = rd.init(config_json, STUDENT_KEYS)
@@ -314,8 +316,8 @@ def run_mnist(config=None, progress: Progress | None = None, **values) -> dict:
 
 def _check_teacher(teacher: ImageTeacher, p: dict, data: ImageDataset) -> None:
     problems = []
-    if teacher.dataset and teacher.dataset != p["dataset"]:
-        problems.append(f"it was trained on {teacher.dataset!r}, --dataset is {p['dataset']!r}")
+    if teacher.trained_on and teacher.trained_on != p["dataset"]:
+        problems.append(f"it was trained on {teacher.trained_on!r}, --dataset is {p['dataset']!r}")
     if teacher.spec.d_in != data.d_in:
         problems.append(f"it takes {teacher.spec.d_in} inputs, {p['dataset']!r} images have {data.d_in}")
     if teacher.spec.activation != p["act"]:
@@ -442,7 +444,7 @@ def cross_dataset_metrics(spec, theta, teacher: ImageTeacher, names, data_dir, d
     out = {}
     for name in names:
         try:
-            ds = load_dataset(name, data_dir, download)
+            ds = load_dataset(name, data_dir, download, n_train=1)  # only its test split is used
         except DatasetUnavailable as exc:
             out[name] = {"skipped": str(exc)}
             continue

@@ -40,17 +40,17 @@ def test_offline_mnist_shapes_dtype_and_normalisation(tmp_path):
     # Background pixels are 0 -> (0 - 0.1307) / 0.3081.
     assert d.X_train.min() == pytest.approx(-0.1307 / 0.3081)
     assert abs(d.X_train.mean()) < 0.1 and 0.9 < d.X_train.std() < 1.1
-    again = load_dataset("mnist", data_dir=tmp_path)
-    np.testing.assert_array_equal(d.y_test, again.y_test)  # fixed split
 
 
 def test_digits_and_subsets():
     d = load_dataset("digits")
     assert d.X_train.shape == (1437, 64) and d.X_test.shape == (360, 64) and d.image_shape == (8, 8)
     assert abs(d.X_train.mean()) < 1e-12 and d.X_train.std() == pytest.approx(1.0)
-    s1, s2 = d.subset(500, 100, seed=3), d.subset(500, 100, seed=3)
+    s1, s2 = d.subset(500, 100, seed=3), load_dataset("digits", n_train=500, n_test=100, seed=3)
     assert s1.X_train.shape == (500, 64) and s1.X_test.shape == (100, 64)
+    # Subsetting at load time (raw pixels) equals subsetting afterwards; the split is fixed.
     np.testing.assert_array_equal(s1.X_train, s2.X_train)
+    np.testing.assert_array_equal(s1.y_test, s2.y_test)
     assert not np.array_equal(s1.X_train, d.subset(500, 100, seed=4).X_train)
 
 

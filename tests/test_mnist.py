@@ -30,10 +30,10 @@ def digits():
 
 
 def test_image_teacher_trains_saves_and_loads(digits, tmp_path):
-    t = train_image_teacher(digits, (8,), "relu", seed=0, max_epochs=40, threads=1)
-    assert t.spec.layer_sizes == (64, 8, 10) and t.dataset == "digits" and 1 <= t.epochs <= 40
+    t = train_image_teacher(digits, (8,), "relu", seed=0, max_epochs=15, threads=1)
+    assert t.spec.layer_sizes == (64, 8, 10) and t.trained_on == "digits" and 1 <= t.epochs <= 15
     assert t.test_accuracy == pytest.approx(accuracy(t.predict(digits.X_test), digits.y_test))
-    assert t.test_accuracy > 0.8
+    assert t.test_accuracy > 0.7
     t.save(tmp_path / "t.npz")
     back = ImageTeacher.load(tmp_path / "t.npz")
     np.testing.assert_array_equal(back.params, t.params)
@@ -107,8 +107,8 @@ def test_cli_teacher_then_mismatched_mnist(tmp_path):
     assert res.exit_code == 2 and "its activation is 'g', --act is 'relu'" in res.output
 
 
-TINY = dict(dataset="digits", act="g", r=4, rho=2, n_students=3, max_epochs=150, finetune_epochs=30,
-            batch_size=128, lr=3e-3, teacher_epochs=30, threads=1)
+TINY = dict(dataset="digits", act="g", r=4, rho=2, n_students=3, max_epochs=100, finetune_epochs=20,
+            batch_size=128, lr=3e-3, teacher_epochs=30, threads=1, eval_datasets="mnist")
 
 
 @pytest.mark.slow
@@ -120,7 +120,8 @@ def test_tiny_end_to_end_run_resumes(tmp_path):
     std = np.std(ImageTeacher.load(out / "teacher.npz").predict(load_dataset("digits").X_test))
     assert 1 <= t1["m_hat"] and t1["r"] == 4 and np.isfinite(t1["test_rmse"]) and t1["test_rmse"] < std
     assert 0 <= t1["mean_cos_dist"] <= 2 and 0 <= t1["reconstruction_accuracy"] <= 1
-    assert report["students"]["epochs"] == [150] * 3
+    assert report["students"]["epochs"] == [100] * 3
+    assert "784 inputs per image" in report["cross_dataset"]["mnist"]["skipped"]
     for name in ("config.json", "teacher.npz", "report.json", "reconstruction.npz", "neurons.csv",
                  "plots/mask.png", "plots/neurons.png", "plots/alignment.png", "plots/students.png"):
         assert (out / name).is_file(), name
@@ -136,8 +137,8 @@ def test_tiny_end_to_end_run_resumes(tmp_path):
     assert other["recon_key"]["gamma"] == 0.9
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     # A larger epoch budget continues the students from their checkpoint.
-    longer = run_mnist(out=str(out), **{**TINY, "max_epochs": 160})
-    assert longer["students"]["epochs"] == [160] * 3
+    longer = run_mnist(out=str(out), **{**TINY, "max_epochs": 105})
+    assert longer["students"]["epochs"] == [105] * 3
     # Parameters that change what a student is need another run directory.
     with pytest.raises(RunDirError, match="lr: saved 0.003, now 0.01"):
         run_mnist(out=str(out), **{**TINY, "lr": 1e-2})

@@ -125,7 +125,7 @@ def teacher(config, **values):
     finally:
         progress.close()
     click.echo(
-        f"teacher {'-'.join(map(str, t.spec.layer_sizes))} {t.spec.activation} on {t.dataset} ({t.source}): "
+        f"teacher {'-'.join(map(str, t.spec.layer_sizes))} {t.spec.activation} on {t.trained_on} ({t.source}): "
         f"test accuracy {t.test_accuracy:.4f}, validation accuracy {t.val_accuracy:.4f}, {t.epochs} epochs\n"
         f"saved to {teacher_path(params)}"
     )

@@ -4,7 +4,9 @@ Small networks get Newton's method in a trust region with the exact Hessian
 (:func:`_trust_newton`). The subproblem is solved exactly in the Hessian's eigenbasis
 (Moré-Sorensen, including the "hard case"), so singular and indefinite Hessians, which every
 overparameterised student has near its zero-loss manifold, are handled; a rejected step costs
-one gradient, not a new Hessian. Large networks, where a dense Hessian costs too much, get
+one gradient, not a new Hessian. Each accepted step is extended (2x, 4x, ...) while the loss
+keeps falling, which helps along the degenerate directions of the zero-loss manifold, where
+Newton's step is a constant factor too short. Large networks, where a dense Hessian costs too much, get
 scipy's BFGS or L-BFGS.
 """
 
@@ -142,6 +144,16 @@ def _trust_newton(obj, state, max_steps, radius=1.0):
                 radius *= 2.0
             if rho > _ETA:
                 break
+        # along degenerate (quartic and flatter) directions Newton's step falls short by a
+        # constant factor: try 2x, 4x, ... the step while the loss keeps decreasing
+        alpha, best = 2.0, 1.0
+        while True:
+            loss2, g2 = obj.loss_grad(u + alpha * step)
+            if not loss2 < loss1:
+                break
+            loss1, g1, best = loss2, g2, alpha
+            alpha *= 2.0
+        step = best * step
         u, loss, g = u + step, loss1, g1
         state["u"], state["steps"] = u, state["steps"] + 1
     return "budget"

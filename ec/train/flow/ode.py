@@ -15,7 +15,10 @@ with ``H = V Lambda V^T`` the exact Hessian. It is second order, unconditionally
 the stiff directions, follows unstable (negative-curvature) directions away from saddles as
 the flow does, and becomes a Newton step once ``h`` outgrows the curvature scales. The step
 size is controlled by the defect of the quadratic model, ``d = g(u_{n+1}) - g_n - H D``,
-propagated over the step. Larger networks use a scipy ``solve_ivp`` method.
+propagated over the step. A Hessian is reused for later steps (they are then first order,
+like a W-method) until a step fails, which is blamed on the stale Hessian first: steps cost
+one gradient instead of a Hessian and an eigendecomposition wherever the curvature changes
+slowly. Larger networks use a scipy ``solve_ivp`` method.
 """
 
 from __future__ import annotations
