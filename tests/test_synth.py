@@ -11,12 +11,13 @@ from click.testing import CliRunner
 from ec.cli import cli
 from ec.synth import SYNTH, recluster, run_synth
 
-# A 2-2-1 teacher, 5 students of width 4 on 300 queries, trained by Newton steps only; step
-# budgets (not time budgets), so that the result does not depend on the machine's load.
-# A neuron needs 2 students that agree on it (gamma N = 0.4 * 5).
+# A 2-2-1 teacher, 8 students of width 4 on 300 queries; step budgets (not time budgets), so
+# that the result does not depend on the machine's load. A neuron needs 4 students that agree
+# on it (gamma N = 0.5 * 8).
 SMALL = {
-    "din": 2, "r": 2, "rho": 2, "n_students": 5, "gamma": 0.4, "seed": 0, "jobs": 1, "n_train": 300,
-    "n_test": 500, "ode_steps": 0, "optim_steps": 200, "optim_time": 120.0, "finetune_time": 60.0,
+    "din": 2, "r": 2, "rho": 2, "n_students": 8, "gamma": 0.5, "seed": 0, "jobs": 1, "n_train": 300,
+    "n_test": 500, "ode_steps": 500, "ode_time": 120.0, "optim_steps": 200, "optim_time": 120.0,
+    "finetune_time": 60.0,
 }
 
 
@@ -81,7 +82,7 @@ def test_end_to_end_interrupt_resume_recover_and_recluster(tmp_path):
 
     events = []
     report = run_synth(SMALL, out, lambda event, **info: events.append((event, info.get("resumed"))))
-    assert events.count(("student", True)) == 2 and events.count(("student", False)) == 3
+    assert events.count(("student", True)) == 2 and events.count(("student", False)) == 6
     assert {p.name: p.stat().st_mtime_ns for p in (out / "students").iterdir() if p.name in stamps} == stamps
 
     # the small teacher is recovered exactly, with its width
@@ -103,5 +104,5 @@ def test_end_to_end_interrupt_resume_recover_and_recluster(tmp_path):
     assert again["summary"]["m_hat"] == report["summary"]["m_hat"]
 
     # the same directory refuses a different teacher
-    result = CliRunner().invoke(cli, ["synth", "--out", str(out), "--din", "3", "--n-students", "5"])
+    result = CliRunner().invoke(cli, ["synth", "--out", str(out), "--din", "3", "--n-students", "8"])
     assert result.exit_code == 2 and "holds a different run" in result.output

@@ -90,7 +90,7 @@ def plot_alignment(rows: list[dict], path: str | Path, excess: int = 0, title: s
         ax.bar(idx, vals, color=colours)
         ax.set_yscale("log")
         ax.set_xlabel("teacher neuron")
-        ax.set_ylabel(label)
+        ax.set_ylabel(f"{label} (0 drawn at {_FLOOR:.0e})")
         ax.set_xticks(idx)
     fig.suptitle(title or f"{len(rows)} matched neurons, {excess} in excess")
     return _save(fig, path)

@@ -3,11 +3,16 @@
 Modules
 -------
 kernels
-    Loss, gradient and exact Hessian of the mean squared error of an :class:`ec.mlp.MLPSpec`.
+    Loss, gradient and exact Hessian of the mean squared error of an :class:`ec.mlp.MLPSpec`
+    (fused numba kernels for one hidden layer in ``_shallow``, activations in
+    ``_activations_nb``; numpy for deeper networks).
+objective
+    The loss in the trainable coordinates, with best-point tracking and stopping rules.
 ode
-    Phase 1: the gradient-flow ODE ``d theta / dt = -grad L`` integrated by a stiff solver.
+    Phase 1: the gradient-flow ODE ``d theta / dt = -grad L`` (exponential Rosenbrock-Euler
+    with the exact Hessian, or a scipy solver).
 newton
-    Phase 2: Newton trust region with the exact Hessian, or BFGS for large networks.
+    Phase 2: Newton trust region with the exact Hessian, or BFGS / L-BFGS for large networks.
 backend
     :class:`FlowTrainer`, the :class:`ec.train.base.Trainer` that ties them together.
 """
