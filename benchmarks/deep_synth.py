@@ -9,8 +9,8 @@ backend's ``clock="cpu"``), so runs on a loaded machine stay comparable. The ori
 the direct students are cached in ``--cache`` so that a rerun with other gamma / beta only
 redoes the reconstruction.
 
-Prints a per-layer table and writes ``benchmarks/results/deep_synth.csv`` (per layer) and
-``deep_synth.json`` (everything).
+Prints a per-layer table and writes ``benchmarks/results/deep_synth-<tag>.csv`` (per layer)
+and ``deep_synth-<tag>.json`` (everything), the tag naming teacher, data, budget, gamma, beta.
 
 Usage::
 
@@ -20,7 +20,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import time
+import math
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ import pandas as pd
 from ec.config import parse_angle, parse_int_list
 from ec.io import atomic_save_npz, atomic_write_json, atomic_write_text
 from ec.layerwise import LayerwiseExpandAndCluster, compare_layers
+from ec.reconstruct import ReconstructionError
 from ec.metrics import rmse
 from ec.mlp import MLPSpec
 from ec.teachers import make_teacher
@@ -90,22 +91,27 @@ def main() -> None:
     data = teacher.dataset(args.n_train, args.n_test)
     X, y = data.X_train, data.y_train
     widths = tuple(int(round(args.rho * r)) for r in teacher.spec.hidden_sizes)
-    tag = f"{'-'.join(map(str, args.layers))}-s{args.seed}-n{args.n_train}-cpu{args.student_cpu:g}"
-    cache = args.cache / tag
+    arch = "-".join(map(str, args.layers))
+    students_tag = f"{arch}-s{args.seed}-rho{args.rho:g}-n{args.n_train}-cpu{args.student_cpu:g}"
+    tag = f"{students_tag}-N{args.n}-g{args.gamma:g}-b{math.degrees(args.beta):.3g}deg"
+    cache = args.cache / students_tag
     cache.mkdir(parents=True, exist_ok=True)
-    t_start = time.process_time()
 
     est = LayerwiseExpandAndCluster(
         widths, n_students=args.n, gamma=args.gamma, beta=args.beta, backend="flow", n_jobs=args.jobs,
         budget=budget(args.student_cpu), retrain_budget=budget(args.retrain_cpu),
         finetune_budget=Budget(ode_steps=0, ode_time=0.0, optim_steps=10**9, optim_time=args.finetune_cpu),
-        backend_options=FLOW, progress=lambda event, **i: print(f"[{i['name']}]", flush=True) if event == "stage" else None,
+        backend_options=FLOW,
+        progress=lambda event, **info: print(f"[{info['name']}]", flush=True) if event == "stage" else None,
     )
     spec = est.student_spec(teacher.spec.d_in, teacher.spec.d_out)
     print(f"teacher {teacher.spec.layer_sizes} seed {args.seed}; {args.n} students {spec.layer_sizes}", flush=True)
     students = cached_students(cache, "student", spec, X, y, est.student_seeds(), args.student_cpu, args.jobs)
-    est.fit(X, y, students=students)
-    summary, _ = compare_layers(est.spec_, est.params_, teacher.spec, teacher.params, data.X_test, data.y_test)
+    error, summary, table = None, None, pd.DataFrame()
+    try:
+        est.fit(X, y, students=students)
+    except ReconstructionError as exc:
+        error = str(exc)
 
     direct = []
     if not args.no_direct:
@@ -114,41 +120,62 @@ def main() -> None:
     direct_loss = [float(s.loss) for s in direct]
     direct_test = [rmse(s.spec.forward(s.params, data.X_test), data.y_test) for s in direct]
 
-    rep = est.report_
-    rows = [{"layer": l + 1, **L} for l, L in enumerate(summary["layers"])]
-    for row, L in zip(rows, rep["layers"]):
-        row["removed_by_bias_filter"] = len(L.get("bias_filter", {}).get("removed", []))
-    table = pd.DataFrame(rows)
-    print("\nper hidden layer:")
-    print(table.to_string(index=False))
     losses = sorted(s.loss for s in students)
-    print(f"\noriginal students {spec.layer_sizes}: best loss {losses[0]:.2e}, median {losses[len(losses) // 2]:.2e}")
-    for stage, group in enumerate(est.retrained_, start=1):
+    angles = first_layer_angles(students, teacher)
+    print(f"\noriginal students {spec.layer_sizes}: best loss {losses[0]:.2e}, median {losses[len(losses) // 2]:.2e}; "
+          f"angle of each teacher first-layer neuron to its closest student neuron, median over students: "
+          f"{np.round(np.median(angles, axis=0), 1).tolist()} deg")
+    retrained = getattr(est, "retrained_", [])
+    for stage, group in enumerate(retrained, start=1):
         g = sorted(s.loss for s in group)
         print(f"retrained students, {stage} fixed layer(s) {group[0].spec.layer_sizes}: best loss {g[0]:.2e}, "
               f"median {g[len(g) // 2]:.2e}")
-    print(f"reconstructed {est.layer_sizes_}: train loss (MSE) {rep['train_loss']['finetuned']:.2e}, "
-          f"test RMSE {summary['test_rmse']:.2e}")
+    if error:
+        print(f"reconstruction FAILED: {error}")
+    else:
+        summary, _ = compare_layers(est.spec_, est.params_, teacher.spec, teacher.params, data.X_test, data.y_test)
+        rows = [{"layer": l + 1, **L} for l, L in enumerate(summary["layers"])]
+        for row, L in zip(rows, est.report_["layers"]):
+            row["removed_by_bias_filter"] = len(L.get("bias_filter", {}).get("removed", []))
+        table = pd.DataFrame(rows)
+        print("per hidden layer:")
+        print(table.to_string(index=False))
+        print(f"reconstructed {est.layer_sizes_}: train loss (MSE) {est.report_['train_loss']['finetuned']:.2e}, "
+              f"test RMSE {summary['test_rmse']:.2e}")
     if direct:
         best = int(np.argmin(direct_loss))
         print(f"direct training {teacher.spec.layer_sizes}: best train loss {direct_loss[best]:.2e} "
               f"(test RMSE {direct_test[best]:.2e}), median {sorted(direct_loss)[len(direct) // 2]:.2e}")
-    trained = [s.seconds for s in students + direct] + [s.seconds for g in est.retrained_ for s in g]
-    print(f"CPU seconds: students' training {sum(trained):.0f} (cached ones included), this process "
-          f"{time.process_time() - t_start:.0f}")
+    trained = [s.seconds for s in students + direct] + [s.seconds for g in retrained for s in g]
+    print(f"CPU seconds of training (cached students included): {sum(trained):.0f}")
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(RESULTS / "deep_synth.csv", table.to_csv(index=False))
-    atomic_write_json(RESULTS / "deep_synth.json", {
+    atomic_write_text(RESULTS / f"deep_synth-{tag}.csv", table.to_csv(index=False))
+    atomic_write_json(RESULTS / f"deep_synth-{tag}.json", {
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "teacher": list(teacher.spec.layer_sizes),
         "students": list(spec.layer_sizes),
+        "student_losses": [float(s.loss) for s in students],
+        "student_first_layer_angles_deg": angles.tolist(),
+        "error": error,
         "summary": summary,
-        "reconstruction": rep,
-        "retrained_losses": [[float(s.loss) for s in g] for g in est.retrained_],
+        "reconstruction": getattr(est, "report_", None),
+        "retrained_losses": [[float(s.loss) for s in g] for g in retrained],
         "direct": {"losses": direct_loss, "test_rmse": direct_test},
-        "seconds": rep["seconds"],
+        "training_cpu_seconds": sum(trained),
     })
+
+
+def first_layer_angles(students, teacher) -> np.ndarray:
+    """``(n_students, r_1)``: angle (degrees) between each teacher first-layer ``[w; b]`` and
+    the closest first-layer neuron of each student."""
+    def unit(W, b):
+        V = np.hstack([W, b[:, None]])
+        return V / np.linalg.norm(V, axis=1, keepdims=True)
+
+    T = unit(*teacher.spec.unpack(teacher.params)[0])
+    cos = [np.clip((T @ unit(*s.spec.unpack(s.params)[0]).T).max(axis=1), -1, 1) for s in students]
+    return np.degrees(np.arccos(np.array(cos)))
 
 
 if __name__ == "__main__":

@@ -129,7 +129,9 @@ def bias_spread(students: Sequence[TrainResult], layer: int) -> Array:
     return B.std(axis=0)
 
 
-def fold_constant_neurons(spec: MLPSpec, theta: Array, X: Array, tol: float = FOLD_TOL) -> tuple[MLPSpec, Array, list[list[int]]]:
+def fold_constant_neurons(
+    spec: MLPSpec, theta: Array, X: Array, tol: float = FOLD_TOL
+) -> tuple[MLPSpec, Array, list[list[int]]]:
     """Fold every hidden neuron whose contribution to the next layer is (nearly) constant
     over ``X`` into that layer's bias.
 
