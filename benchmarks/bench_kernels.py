@@ -4,9 +4,9 @@ For each student size (d, m), N samples, one output, activation g:
 
 * loss + gradient: ours (``ec.train.flow.kernels.MSE.loss_grad``) vs ``torch.autograd.grad``;
 * exact Hessian: ours vs ``torch.func.hessian``; above ``--torch-hessian-max`` parameters
-  (where ``torch.func.hessian`` needs more than ~10 GB: it was killed for memory at
-  (32, 32) on a 24 GB machine) vs ``jacrev(jacrev(loss), chunk_size=--torch-chunk)``, the
-  memory-bounded form of the same reverse-over-reverse Hessian (column ``torch_hess_method``);
+  (``torch.func.hessian`` vmaps over all parameters at once and was killed for memory at
+  (8, 32), N = 30 000, on a 24 GB machine) vs ``jacrev(jacrev(loss), chunk_size=--torch-chunk)``,
+  a memory-bounded torch.func Hessian (column ``torch_hess_method``);
 * the ``J^T J`` part of our Hessian (``dsyrk``): its flop rate against this machine's float64
   matrix-multiply rate, measured in the same run with a square ``numpy`` product.
 
@@ -111,7 +111,7 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--n", type=int, default=30_000, help="samples")
     parser.add_argument("--threads", type=int, default=1, help="threads for both libraries")
     parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--torch-hessian-max", type=int, default=400, help="largest n_params for torch.func.hessian")
+    parser.add_argument("--torch-hessian-max", type=int, default=100, help="largest n_params for torch.func.hessian")
     parser.add_argument("--torch-chunk", type=int, default=16, help="chunk size of the memory-bounded torch Hessian")
     parser.add_argument("--out", default=str(RESULTS / "kernels.csv"))
     args = parser.parse_args(argv)

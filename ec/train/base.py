@@ -186,6 +186,13 @@ class Trainer(Protocol):
     ) -> list[TrainResult]: ...
 
 
+class SequentialFitMany:
+    """Mixin for non-batched backends: ``fit_many`` is ``fit`` from each initial point in turn."""
+
+    def fit_many(self, spec, X, y, theta0s, budget, trainable=None) -> list[TrainResult]:
+        return [self.fit(spec, X, y, t, budget, trainable) for t in theta0s]
+
+
 _REGISTRY: dict[str, str] = {}
 
 

@@ -33,7 +33,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..mlp import MLPSpec, mse
-from .base import Budget, PhaseStats, TrainResult
+from .base import Budget, PhaseStats, SequentialFitMany, TrainResult
 
 Array = np.ndarray
 
@@ -349,7 +349,7 @@ def _to_python(value):
     return value
 
 
-class JuliaTrainer:
+class JuliaTrainer(SequentialFitMany):
     """Trainer backend running ``MLPGradientFlow.train`` (ODE gradient flow, then Newton/BFGS).
 
     Parameters
@@ -437,17 +437,6 @@ class JuliaTrainer:
         )
         return result_from_mgf(spec, _to_python(res), X, y, theta0, trainable)
 
-    def fit_many(
-        self,
-        spec: MLPSpec,
-        X: Array,
-        y: Array,
-        theta0s: Sequence[Array],
-        budget: Budget,
-        trainable: Array | None = None,
-    ) -> list[TrainResult]:
-        """:meth:`fit` for each initial point, in order."""
-        return [self.fit(spec, X, y, t, budget, trainable) for t in theta0s]
 
 
 def julia_version() -> str:

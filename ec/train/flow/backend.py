@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Sequence
 
 import numpy as np
 
 from ...mlp import MLPSpec
-from ..base import Budget, PhaseStats, TrainResult
+from ..base import Budget, PhaseStats, SequentialFitMany, TrainResult
 from .kernels import MSE
 from .newton import choose_method, second_order
 from .objective import CLOCKS, Objective, Stop
@@ -18,7 +17,7 @@ Array = np.ndarray
 _FINAL = ("min_loss", "min_grad")
 
 
-class FlowTrainer:
+class FlowTrainer(SequentialFitMany):
     """Float64 full-batch training to (near) machine precision, as MLPGradientFlow.jl does.
 
     Parameters
@@ -120,14 +119,3 @@ class FlowTrainer:
             backend=self.name,
         )
 
-    def fit_many(
-        self,
-        spec: MLPSpec,
-        X: Array,
-        y: Array,
-        theta0s: Sequence[Array],
-        budget: Budget | None = None,
-        trainable: Array | None = None,
-    ) -> list[TrainResult]:
-        """:meth:`fit` from each of ``theta0s`` in turn."""
-        return [self.fit(spec, X, y, t, budget, trainable) for t in theta0s]

@@ -130,9 +130,11 @@ def _trust_newton(obj, state, max_steps, radius=1.0):
         lam, V = np.linalg.eigh(obj.hessian(u))
         gc = V.T @ g
         while True:
+            if not radius > 1e-300:
+                return "converged"
             s = trust_region_step(lam, gc, radius)
             predicted = -(gc @ s + 0.5 * (lam * s) @ s)
-            if not predicted > 0 or radius < 1e-300:
+            if not predicted > 0:
                 return "converged"
             step = V @ s
             loss1, g1 = obj.loss_grad(u + step)
