@@ -83,7 +83,7 @@ def main() -> None:
     ap.add_argument("--gamma", type=float, default=0.5)
     ap.add_argument("--beta", type=parse_angle, default="pi/5")
     ap.add_argument("--jobs", type=int, default=1)
-    ap.add_argument("--cache", type=Path, default=RESULTS / "deep_synth_cache")
+    ap.add_argument("--cache", type=Path, default=Path("runs") / "deep_synth_cache")
     ap.add_argument("--no-direct", action="store_true", help="skip direct training at the teacher's size")
     args = ap.parse_args()
 

@@ -8,6 +8,7 @@ from ec.teachers import make_teacher
 from ec.train import Budget, Trainer, TrainResult, get_backend, register_backend, train_students
 from ec.train import base
 from ec.train.flow.backend import FlowTrainer
+from ec.train.flow.newton import trust_region_step
 
 QUICK = Budget(ode_steps=200, ode_time=20, optim_steps=50, optim_time=10)
 
@@ -131,3 +132,26 @@ def test_train_students_flow_and_failure_isolation(small_task, failing_backend):
     assert "RuntimeError: boom" in results[1].error and results[1].stop_reason == "error"
     assert np.isfinite(results[0].loss) and np.isfinite(results[2].loss)
     assert sorted(seen) == [0, 1, 2]
+
+
+def test_trust_region_step_satisfies_optimality_conditions():
+    """s = -(Lambda + mu)^-1 g with mu >= max(0, -lambda_min), |s| <= r, mu (|s| - r) = 0,
+    including indefinite, singular and hard-case (no gradient on the lowest mode) models."""
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        lam = np.sort(rng.normal(size=6) * np.exp(3 * rng.normal(size=6)))
+        if trial % 5 == 0:
+            lam = np.sort(np.abs(lam))
+        gc = rng.normal(size=6) * np.exp(3 * rng.normal())
+        if trial % 3 == 0:
+            gc[0] = 0.0
+        radius = np.exp(rng.normal())
+        s = trust_region_step(lam, gc, radius)
+        scale = 1.0 + np.abs(lam).max()
+        mus = -gc[gc != 0] / s[gc != 0] - lam[gc != 0]
+        mu = np.median(mus)
+        assert np.linalg.norm(s) <= radius * (1 + 1e-9)
+        np.testing.assert_allclose(mus, mu, rtol=1e-6, atol=1e-9 * scale)
+        assert mu >= max(0.0, -lam[0]) - 1e-9 * scale
+        if mu > 1e-9 * scale:
+            assert np.linalg.norm(s) == pytest.approx(radius, rel=1e-8)
