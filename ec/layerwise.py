@@ -183,7 +183,7 @@ def fold_constant_neurons(
 
 
 def _restore_fixed(res: TrainResult, theta0: Array, trainable: Array, X: Array, y: Array) -> TrainResult:
-    """Put fixed parameters back bit for bit (a float32 backend rounds them) and re-evaluate."""
+    """Put fixed parameters back bit for bit (should a backend round them) and re-evaluate."""
     if res.failed or np.array_equal(res.params[~trainable], theta0[~trainable]):
         return res
     params = res.params.copy()
