@@ -17,13 +17,7 @@ X, Y = DATA.X_train, DATA.y_train
 SPEC = MLPSpec((6, 8, 2), "g")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The test machine's cores are shared: one torch thread is faster than several.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def thetas(n, spec=SPEC):

@@ -33,6 +33,14 @@ def cli():
     """
 
 
+def config_option(section: str):
+    """The ``--config FILE.toml`` option of a command whose parameters form the schema ``section``."""
+    return click.option(
+        "--config", "config", type=click.Path(dir_okay=False), default=None,
+        help=f"TOML file of parameters (top-level keys or a [{section}] table); options given here win.",
+    )
+
+
 def main():
     """Console-script entry point."""
     cli()

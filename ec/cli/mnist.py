@@ -5,10 +5,7 @@ from __future__ import annotations
 import click
 
 from ..mnist import MNIST, TEACHER
-from . import cli
-
-_CONFIG = click.option("--config", "config", type=click.Path(dir_okay=False), default=None,
-                       help="TOML file of parameters (a [mnist] / [teacher] table or top-level keys).")
+from . import cli, config_option
 
 
 class TqdmProgress:
@@ -79,7 +76,7 @@ def _fail_cleanly(func, *args, **kwargs):
 
 
 @cli.command()
-@_CONFIG
+@config_option(MNIST.name)
 @MNIST.click_options
 def mnist(config, **values):
     """Recover a teacher trained on MNIST, Fashion-MNIST, CIFAR-10 or digits (paper Table 1).
@@ -107,7 +104,7 @@ def mnist(config, **values):
 
 
 @cli.command()
-@_CONFIG
+@config_option(TEACHER.name)
 @TEACHER.click_options
 def teacher(config, **values):
     """Train an MLP teacher on an image dataset (cross-entropy, Adam, early stopping).

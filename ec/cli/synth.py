@@ -6,15 +6,8 @@ import math
 
 import click
 
-from . import cli
+from . import cli, config_option
 from ..synth import CLUSTER, SYNTH, default_out, n_students, recluster, run_synth, student_widths, teacher_sizes
-
-def config_option(section: str):
-    return click.option(
-        "--config", "config", type=click.Path(dir_okay=False), default=None,
-        help=f"TOML file of parameters (top-level keys or a [{section}] table); options given here win.",
-    )
-
 
 class Progress:
     """A tqdm bar over the students plus one line per later stage."""
