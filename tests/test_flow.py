@@ -73,7 +73,8 @@ def test_bad_mask_is_rejected(small_task):
 def test_other_solvers_decrease_the_loss(small_task, options):
     spec, X, y = small_task
     theta0 = spec.init_params(2)
-    res = FlowTrainer(**options).fit(spec, X, y, theta0, Budget(ode_steps=30, ode_time=10, optim_steps=20, optim_time=10))
+    trainer = FlowTrainer(reduce=False, **options)  # exactly the two named solvers
+    res = trainer.fit(spec, X, y, theta0, Budget(ode_steps=30, ode_time=10, optim_steps=20, optim_time=10))
     assert res.loss < 0.5 * mse(spec, theta0, X, y)
     assert [p.steps > 0 for p in res.phases] == [True, True]
 
@@ -81,7 +82,7 @@ def test_other_solvers_decrease_the_loss(small_task, options):
 def test_budget_and_phase_records(small_task):
     spec, X, y = small_task
     theta0 = spec.init_params(4)
-    res = FlowTrainer().fit(spec, X, y, theta0, Budget(ode_steps=7, ode_time=10, optim_steps=3, optim_time=10))
+    res = FlowTrainer(reduce=False).fit(spec, X, y, theta0, Budget(ode_steps=7, ode_time=10, optim_steps=3, optim_time=10))
     assert [p.name for p in res.phases] == ["exp-euler", "newton"]
     assert res.phases[0].steps == 7 and res.phases[1].steps <= 3
     assert res.stop_reason == "budget"

@@ -9,6 +9,7 @@ from ..base import Budget, PhaseStats, SequentialFitMany, TrainResult
 from .kernels import MSE
 from .newton import choose_method, second_order
 from .objective import CLOCKS, Objective, Stop
+from .reduce import reduction_finish
 from .ode import choose_method as choose_ode_method
 from .ode import gradient_flow
 
@@ -36,6 +37,16 @@ class FlowTrainer(SequentialFitMany):
     clock : {"wall", "cpu"}
         What the budget's seconds measure: wall-clock time, or this process's CPU time
         (fair budgets for single-threaded students on a loaded machine).
+    reduce : bool
+        Between rounds of both phases, finish one-hidden-layer students on the smaller
+        network they approach (near-duplicates merged, nearly constant neurons dropped) and
+        map the result back exactly (:mod:`ec.train.flow.reduce`): it removes the slow tails
+        of degenerate minima. Only when every parameter is trainable.
+    reduce_rounds : int
+        Each phase runs in this many rounds (of its step budget over ``reduce_rounds``),
+        each followed by a reduction attempt when the best loss fell.
+    reduce_steps : int
+        Newton steps on each reduced network tried.
     """
 
     name = "flow"
@@ -51,6 +62,9 @@ class FlowTrainer(SequentialFitMany):
         newton_max_params: int = 1000,
         bfgs_max_params: int = 5000,
         clock: str = "wall",
+        reduce: bool = True,
+        reduce_rounds: int = 6,
+        reduce_steps: int = 50,
     ):
         choose_ode_method(0, ode_method)  # validate the names
         choose_method(0, optim_method)
@@ -64,6 +78,12 @@ class FlowTrainer(SequentialFitMany):
         if clock not in CLOCKS:
             raise ValueError(f"clock={clock!r}; allowed: {', '.join(CLOCKS)}")
         self.clock = clock
+        for option, value in (("reduce_rounds", reduce_rounds), ("reduce_steps", reduce_steps)):
+            if value < 1:
+                raise ValueError(f"{option}={value}; allowed: integers >= 1")
+        self.reduce = reduce
+        self.reduce_rounds = reduce_rounds
+        self.reduce_steps = reduce_steps
 
     def fit(
         self,
@@ -88,19 +108,23 @@ class FlowTrainer(SequentialFitMany):
         """
         budget = budget or Budget()
         obj = Objective(MSE(spec, X, y), theta0, trainable, budget, self.clock)
-        phases, reason = [], "budget"
+        log = _PhaseLog(obj)
+        reducible = self.reduce and obj.all_free and len(spec.hidden_sizes) == 1
+        reason = "budget"
         if budget.ode_steps > 0 and budget.ode_time > 0:
             method = choose_ode_method(obj.n_free, self.ode_method, self.exp_euler_max_params)
-            t0 = obj.now()
-            _, steps, reason = gradient_flow(
-                obj, obj.best_u, budget.ode_steps, budget.ode_time, method, self.rtol, self.atol
-            )
-            phases.append(PhaseStats(method, steps, obj.now() - t0, obj.best_loss))
+
+            def flow(u, steps, seconds):
+                return gradient_flow(obj, u, steps, seconds, method, self.rtol, self.atol)
+
+            reason = self._in_rounds(obj, log, method, flow, budget.ode_steps, budget.ode_time, reducible)
         if reason not in _FINAL and budget.optim_steps > 0 and budget.optim_time > 0:
             method = choose_method(obj.n_free, self.optim_method, self.newton_max_params, self.bfgs_max_params)
-            t0 = obj.now()
-            _, steps, reason = second_order(obj, obj.best_u, budget.optim_steps, budget.optim_time, method)
-            phases.append(PhaseStats(method, steps, obj.now() - t0, obj.best_loss))
+
+            def optimise(u, steps, seconds):
+                return second_order(obj, u, steps, seconds, method)
+
+            reason = self._in_rounds(obj, log, method, optimise, budget.optim_steps, budget.optim_time, reducible)
         if not np.isfinite(obj.best_loss):  # no phase ran: evaluate the starting point
             obj.deadline = np.inf
             try:
@@ -113,8 +137,53 @@ class FlowTrainer(SequentialFitMany):
             loss=float(obj.best_loss),
             grad_norm=float(obj.best_grad),
             stop_reason=reason if reason in (*_FINAL, "budget") else "converged",
-            phases=tuple(phases),
+            phases=log.stats(),
             loss_curve=np.array(obj.curve, dtype=np.float64).reshape(-1, 2),
             backend=self.name,
         )
 
+    def _in_rounds(self, obj: Objective, log: "_PhaseLog", name: str, phase, steps: int, seconds: float, reducible: bool) -> str:
+        """Run ``phase(u, steps, seconds) -> (u, steps, reason)`` in ``reduce_rounds`` rounds
+        of equal step counts; after a round that lowered the best loss, try the reduction and
+        go on from its result when it helped (a student that has reached a degenerate
+        zero-loss configuration need not crawl on). Rounds end on steps, not seconds, so the
+        same seed gives the same student whenever the time budget is not what stops it."""
+        rounds = self.reduce_rounds if reducible else 1
+        per_round = -(-steps // rounds)
+        u, end, tried_at = obj.best_u, obj.now() + seconds, np.inf
+        while True:
+            u, done, reason = log.run(name, phase, u, min(steps, per_round), end - obj.now())
+            steps -= done
+            if reason in _FINAL or not reducible:
+                return reason
+            if obj.best_loss < tried_at:
+                tried_at = obj.best_loss
+                _, _, why = log.run("reduce", reduction_finish, obj, end - obj.now(), self.reduce_steps)
+                if why in _FINAL:
+                    return why
+                if obj.best_loss < tried_at:
+                    u = obj.best_u
+            if reason != "budget" or steps <= 0 or end <= obj.now():
+                return reason
+
+
+class _PhaseLog:
+    """Steps, seconds and best loss after the last round, per phase name (phases may run in
+    several rounds)."""
+
+    def __init__(self, obj: Objective):
+        self.obj = obj
+        self.entries: dict[str, list] = {}
+
+    def run(self, name: str, phase, *args):
+        """Call ``phase(*args) -> (u, steps, reason)`` and book its steps and time."""
+        t0 = self.obj.now()
+        u, steps, reason = phase(*args)
+        entry = self.entries.setdefault(name, [0, 0.0, np.inf])
+        entry[0] += steps
+        entry[1] += self.obj.now() - t0
+        entry[2] = self.obj.best_loss
+        return u, steps, reason
+
+    def stats(self) -> tuple[PhaseStats, ...]:
+        return tuple(PhaseStats(name, *entry) for name, entry in self.entries.items())

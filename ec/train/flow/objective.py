@@ -58,6 +58,7 @@ class Objective:
     def __init__(self, mse: MSE, theta0: Array, trainable: Array | None, budget: Budget, clock: str = "wall"):
         if clock not in CLOCKS:
             raise ValueError(f"clock={clock!r}; allowed: {', '.join(CLOCKS)}")
+        self.clock = clock
         self.now = CLOCKS[clock]
         self.mse = mse
         n = mse.spec.n_params
