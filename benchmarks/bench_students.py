@@ -20,6 +20,7 @@ Usage::
     python benchmarks/bench_students.py                         # rho 1,2,4,10 x 10 students
     python benchmarks/bench_students.py --rhos 4 --students 4 --jobs 2
     python benchmarks/bench_students.py --n 5000 --ode-time 10 --optim-time 5   # quick
+    python benchmarks/bench_students.py --rhos 4,10 --no-reduce --out benchmarks/results/students_no_reduce.csv
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--ode-time", type=float, help="override Budget.ode_time (s)")
     parser.add_argument("--optim-time", type=float, help="override Budget.optim_time (s)")
     parser.add_argument("--clock", default="cpu", choices=["cpu", "wall"], help="what budgets and times measure")
+    parser.add_argument("--no-reduce", action="store_true", help="plain flow + Newton, without the symmetry reduction")
     parser.add_argument("--resume", action="store_true", help="keep rows already in --out")
     parser.add_argument("--out", default=str(RESULTS / "students.csv"))
     args = parser.parse_args(argv)
@@ -117,7 +119,8 @@ def main(argv=None) -> pd.DataFrame:
                 save()
 
             train_students(
-                spec, data.X_train, data.y_train, seeds, "flow", budget, args.jobs, on_result=on_result, clock=args.clock
+                spec, data.X_train, data.y_train, seeds, "flow", budget, args.jobs, on_result=on_result,
+                clock=args.clock, reduce=not args.no_reduce,
             )
     df = pd.DataFrame(rows)
     df = df[df.teacher_seed == args.teacher_seed]

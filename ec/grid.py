@@ -42,7 +42,7 @@ from .io import atomic_write_json, atomic_write_text
 from .runs.executors import Unit, UnitOutput, check_scheduler
 from .runs.store import ResultStore
 
-UNIT_VERSION = 1  # bump when a unit function's meaning changes: every key changes with it
+UNIT_VERSION = 2  # bump when a unit function's meaning changes: every key changes with it
 CONFIG_FILE = "grid-config.json"
 REPORT_DIR = "report"
 BUNDLED = {"full": "grid.toml", "quick": "grid-quick.toml"}

@@ -12,6 +12,8 @@ from scipy.spatial.distance import pdist
 
 from ec.activations import HIDDEN_ACTIVATIONS, get_activation
 from ec.cluster import (
+    fit_affine,
+    best_flips,
     Layer,
     NeuronTable,
     big_cluster_counts,
@@ -225,6 +227,25 @@ def test_affine_correction_is_exact_for_even_linear(act):
     assert info["skip_norm_before"] > 0.1 and info["skip_norm_after"] < 1e-10
     np.testing.assert_allclose(fixed(X, act), y, atol=1e-10)
     np.testing.assert_allclose(fixed.W, W, atol=1e-12)  # back to the teacher's orientation
+
+
+def test_affine_correction_keeps_flips_only_when_they_lower_the_loss():
+    # inputs of very different scales (as pixels): the flip that best cancels the skip's
+    # norm leaves a larger residual on the wide input, so it must be rejected
+    X = np.random.default_rng(3).normal(size=(2000, 2)) * np.array([10.0, 0.01])
+    layer = Layer(np.array([[0.3, 1.0]]), np.zeros(1), np.ones((1, 1)), np.zeros(1), np.zeros((1, 2)))
+    y = layer(X, "relu") - X @ np.array([[0.1], [0.9]])  # a skip that no flip reproduces
+    assert best_flips(Layer(layer.W, layer.b, layer.A, np.zeros(1), np.array([[-0.1, -0.9]])), "relu").any()
+    fixed, info = correct_affine(layer, X, y, "relu")
+    assert info["flipped"] == [] and np.array_equal(fixed.W, layer.W)
+    mirrored = flip(layer, np.array([True]), "relu")
+    mirrored = Layer(mirrored.W, mirrored.b, mirrored.A, mirrored.c, np.zeros((1, 2)))
+    _, c = fit_affine(X, y - mirrored(X, "relu"), False)  # its best bias, without the skip
+
+    def mse(net):
+        return float(np.mean((net(X, "relu") - y) ** 2))
+
+    assert mse(fixed) < mse(Layer(mirrored.W, mirrored.b, mirrored.A, c, mirrored.Theta))
 
 
 def test_prune_inactive_folds_constant_neurons_into_the_bias():

@@ -185,9 +185,10 @@ def correct_affine(layer: Layer, X: Array, y: Array, activation: str | Activatio
     layer : Layer
         With ``Theta`` as small as sign flips make it, and the least-squares output bias.
     info : dict
-        ``flipped`` (indices mirrored), ``skip_norm_before`` / ``skip_norm_after``
-        (Frobenius norm of ``Theta`` before and after the flips; the skip is then dropped,
-        because the reconstructed network has no input-to-output connection).
+        ``flipped`` (indices mirrored: the flips that cancel the skip best, kept only when
+        they lower the loss of the network without skip), ``skip_norm_before`` /
+        ``skip_norm_after`` (Frobenius norm of ``Theta`` before and after the flips; the skip
+        is then dropped, because the reconstructed network has no input-to-output connection).
     """
     act = get_activation(activation)
     X = np.asarray(X, dtype=np.float64)
@@ -196,15 +197,27 @@ def correct_affine(layer: Layer, X: Array, y: Array, activation: str | Activatio
     Theta, c = fit_affine(X, y - H @ layer.A.T, act.even_linear)
     fitted = Layer(layer.W, layer.b, layer.A, c, Theta)
     mask = best_flips(fitted, act)
+    kept, loss = _drop_skip(fitted, X, y, act)
     if mask.any():
-        fitted = flip(fitted, mask, act)
-    after = float(np.linalg.norm(fitted.Theta))
-    # With the skip dropped, the best output bias is the mean remaining residual.
-    H = act.f(X @ fitted.W.T + fitted.b)
-    _, c = fit_affine(X, y - H @ fitted.A.T, False)
+        # the flips cancel the fitted skip, but for students far from zero loss the skip
+        # is partly noise: keep them only when the network without skip fits better
+        mirrored = flip(fitted, mask, act)
+        flipped, flipped_loss = _drop_skip(mirrored, X, y, act)
+        if flipped_loss < loss:
+            kept, fitted = flipped, mirrored
+        else:
+            mask = np.zeros_like(mask)
     info = {
         "flipped": np.flatnonzero(mask).tolist(),
         "skip_norm_before": float(np.linalg.norm(Theta)),
-        "skip_norm_after": after,
+        "skip_norm_after": float(np.linalg.norm(fitted.Theta)),
     }
-    return Layer(fitted.W, fitted.b, fitted.A, c, np.zeros_like(Theta)), info
+    return kept, info
+
+
+def _drop_skip(layer: Layer, X: Array, y: Array, act: Activation) -> tuple[Layer, float]:
+    """The layer without its skip, output bias refit (the mean remaining residual); its MSE."""
+    H = act.f(X @ layer.W.T + layer.b)
+    _, c = fit_affine(X, y - H @ layer.A.T, False)
+    r = H @ layer.A.T + c - y
+    return Layer(layer.W, layer.b, layer.A, c, np.zeros_like(layer.Theta)), float(np.mean(r * r))

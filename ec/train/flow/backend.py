@@ -42,9 +42,10 @@ class FlowTrainer(SequentialFitMany):
         network they approach (near-duplicates merged, nearly constant neurons dropped) and
         map the result back exactly (:mod:`ec.train.flow.reduce`): it removes the slow tails
         of degenerate minima. Only when every parameter is trainable.
-    reduce_rounds : int
-        Each phase runs in this many rounds (of its step budget over ``reduce_rounds``),
-        each followed by a reduction attempt when the best loss fell.
+    reduce_after : int
+        Each phase runs in rounds of ``reduce_after``, then 2x, 4x, ... as many steps; a
+        reduction is tried before each round when the best loss fell since the last try
+        (and when a phase ends), so its cost grows only with the log of the steps.
     reduce_steps : int
         Newton steps on each reduced network tried.
     """
@@ -63,7 +64,7 @@ class FlowTrainer(SequentialFitMany):
         bfgs_max_params: int = 5000,
         clock: str = "wall",
         reduce: bool = True,
-        reduce_rounds: int = 6,
+        reduce_after: int = 100,
         reduce_steps: int = 50,
     ):
         choose_ode_method(0, ode_method)  # validate the names
@@ -78,11 +79,11 @@ class FlowTrainer(SequentialFitMany):
         if clock not in CLOCKS:
             raise ValueError(f"clock={clock!r}; allowed: {', '.join(CLOCKS)}")
         self.clock = clock
-        for option, value in (("reduce_rounds", reduce_rounds), ("reduce_steps", reduce_steps)):
+        for option, value in (("reduce_after", reduce_after), ("reduce_steps", reduce_steps)):
             if value < 1:
                 raise ValueError(f"{option}={value}; allowed: integers >= 1")
         self.reduce = reduce
-        self.reduce_rounds = reduce_rounds
+        self.reduce_after = reduce_after
         self.reduce_steps = reduce_steps
 
     def fit(
@@ -142,29 +143,32 @@ class FlowTrainer(SequentialFitMany):
             backend=self.name,
         )
 
-    def _in_rounds(self, obj: Objective, log: "_PhaseLog", name: str, phase, steps: int, seconds: float, reducible: bool) -> str:
-        """Run ``phase(u, steps, seconds) -> (u, steps, reason)`` in ``reduce_rounds`` rounds
-        of equal step counts; after a round that lowered the best loss, try the reduction and
-        go on from its result when it helped (a student that has reached a degenerate
-        zero-loss configuration need not crawl on). Rounds end on steps, not seconds, so the
-        same seed gives the same student whenever the time budget is not what stops it."""
-        rounds = self.reduce_rounds if reducible else 1
-        per_round = -(-steps // rounds)
-        u, end, tried_at = obj.best_u, obj.now() + seconds, np.inf
+    def _in_rounds(
+        self, obj: Objective, log: "_PhaseLog", name: str, phase, steps: int, seconds: float, reducible: bool
+    ) -> str:
+        """Run ``phase(u, steps, seconds) -> (u, steps, reason)`` in rounds of ``reduce_after``,
+        then twice, four times, ... as many steps; after each round (and at the start of a
+        later phase) when the best loss has fallen since the last try, try the reduction and
+        go on from its result when it helped: a student that has reached a degenerate zero-loss
+        configuration need not crawl on. Rounds end on steps, not seconds, so the same seed
+        gives the same student whenever the time budget is not what stops it."""
+        u, end, size = obj.best_u, obj.now() + seconds, self.reduce_after if reducible else steps
+        reason, over = "budget", False
         while True:
-            u, done, reason = log.run(name, phase, u, min(steps, per_round), end - obj.now())
-            steps -= done
-            if reason in _FINAL or not reducible:
-                return reason
-            if obj.best_loss < tried_at:
-                tried_at = obj.best_loss
+            if reducible and log.rounds and obj.best_loss < log.reduced_at and end > obj.now():
+                log.reduced_at = tried_at = obj.best_loss
                 _, _, why = log.run("reduce", reduction_finish, obj, end - obj.now(), self.reduce_steps)
                 if why in _FINAL:
                     return why
                 if obj.best_loss < tried_at:
                     u = obj.best_u
-            if reason != "budget" or steps <= 0 or end <= obj.now():
+            if over:
                 return reason
+            u, done, reason = log.run(name, phase, u, min(steps, size), end - obj.now())
+            steps, size, log.rounds = steps - done, 2 * size, log.rounds + 1
+            if reason in _FINAL:
+                return reason
+            over = reason != "budget" or steps <= 0 or end <= obj.now()
 
 
 class _PhaseLog:
@@ -174,6 +178,8 @@ class _PhaseLog:
     def __init__(self, obj: Objective):
         self.obj = obj
         self.entries: dict[str, list] = {}
+        self.rounds = 0  # rounds of any phase so far
+        self.reduced_at = np.inf  # best loss at the last reduction attempt
 
     def run(self, name: str, phase, *args):
         """Call ``phase(*args) -> (u, steps, reason)`` and book its steps and time."""
