@@ -47,9 +47,9 @@ def _width_check(cfg: dict) -> str | None:
 
 
 # Per-student budget: steps default to ec.train.Budget's (5000 + 5000), time to 30 s + 30 s of
-# wall clock, so that `ec synth --din 4 --r 4 --rho 4` takes ~10 min on 2 cores. That is far
-# fewer steps than the paper's 5000 (students end at median losses of 1e-12 to 1e-6 on a
-# loaded 2-core machine); raise the times for harder teachers.
+# wall clock. With the flow trainer's symmetry reduction a d=4, r=4, rho=4 student needs a
+# few seconds (README: 20/20 students below 1e-24 for each of 6 teachers, whole run 1-2.5 min
+# on 2 cores); raise the times for harder teachers.
 _BUDGET_PARAMS = (
     Param("ode_steps", int, None, "Per student: at most this many gradient-flow ODE steps.", ">= 0",
           lambda v: v >= 0, metavar="INT"),
