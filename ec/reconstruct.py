@@ -266,6 +266,7 @@ class ExpandAndCluster:
         self._emit("stage", name="finetune")
         theta, losses["biases"] = self._finetune(spec, X, y, theta, BIAS_BUDGET, _bias_mask(spec))
         theta, losses["finetuned"] = self._finetune(spec, X, y, theta, self.finetune_budget or FINETUNE_BUDGET, None)
+        spec, theta = _drop_dead_neurons(spec, theta)
         t_finetune = time.perf_counter() - t2
 
         self.spec_ = spec
@@ -277,7 +278,7 @@ class ExpandAndCluster:
         self.report_ = {
             "layer_sizes": list(spec.layer_sizes),
             "student_layer_sizes": list(usable[0].spec.layer_sizes),
-            "m_hat": [len(layer.b)],
+            "m_hat": [spec.hidden_sizes[0]],
             "n_students": len(students),
             "n_usable_students": len(usable),
             "failed_students": [i for i, s in enumerate(students) if s.failed or not np.isfinite(s.loss)],
@@ -351,6 +352,18 @@ class ExpandAndCluster:
         if not hasattr(self, "params_"):
             raise RuntimeError("ExpandAndCluster is not fitted yet: call fit(X, y) first")
         return self.spec_.forward(self.params_, X)
+
+
+def _drop_dead_neurons(spec: MLPSpec, theta: Array) -> tuple[MLPSpec, Array]:
+    """Remove hidden neurons whose outgoing weights are exactly zero (the flow trainer's
+    symmetry reduction leaves such neurons when it finds the network smaller than it is):
+    the network function is unchanged, bit for bit."""
+    (W, b), (A, c) = spec.unpack(theta)
+    alive = np.any(A != 0, axis=0)
+    if alive.all() or not alive.any():
+        return spec, theta
+    small = spec.with_hidden_sizes((int(alive.sum()),))
+    return small, small.pack([(W[alive], b[alive]), (A[:, alive], c)])
 
 
 def _as_xy(X, y) -> tuple[Array, Array]:

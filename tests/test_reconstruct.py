@@ -132,3 +132,17 @@ def test_finetune_reaches_machine_precision_from_noisy_students():
     assert losses["biases"] <= losses["collapsed"]
     X_test = uniform_inputs(500, 4, 4)
     assert rmse(est.predict(X_test), teacher.predict(X_test)) < 1e-10
+
+
+def test_dead_neurons_are_dropped_without_changing_the_function():
+    from ec.reconstruct import _drop_dead_neurons
+
+    spec = MLPSpec((3, 5, 2), "g")
+    theta = spec.init_params(4)
+    (_, _), (A, _) = spec.unpack(theta)
+    A[:, [1, 3]] = 0.0  # what the flow trainer's reduction leaves behind
+    small, small_theta = _drop_dead_neurons(spec, theta)
+    assert small.hidden_sizes == (3,)
+    X = np.random.default_rng(0).normal(size=(50, 3))
+    np.testing.assert_array_equal(small.forward(small_theta, X), spec.forward(theta, X))
+    assert _drop_dead_neurons(small, small_theta)[0] is small  # nothing more to drop
