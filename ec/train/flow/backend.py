@@ -108,6 +108,7 @@ class FlowTrainer(SequentialFitMany):
             Parameters to train; the others keep their ``theta0`` values exactly.
         """
         budget = budget or Budget()
+        _warm_up(spec, X, y)
         obj = Objective(MSE(spec, X, y), theta0, trainable, budget, self.clock)
         log = _PhaseLog(obj)
         reducible = self.reduce and obj.all_free and len(spec.hidden_sizes) == 1
@@ -169,6 +170,21 @@ class FlowTrainer(SequentialFitMany):
             if reason in _FINAL:
                 return reason
             over = reason != "budget" or steps <= 0 or end <= obj.now()
+
+
+def _warm_up(spec: MLPSpec, X: Array, y: Array) -> None:
+    """Compile (or load from numba's cache) the one-hidden-layer kernels before any budget
+    clock starts: compiling takes ~15 s of CPU once per process, which would otherwise come
+    out of the first student's time budget."""
+    if len(spec.hidden_sizes) == 1 and not _WARM:
+        tiny = MSE(spec, np.asarray(X)[:2], np.asarray(y).reshape(len(X), -1)[:2])
+        theta = spec.init_params(0)
+        tiny.loss_grad(theta)
+        tiny.hessian(theta)
+        _WARM.append(True)
+
+
+_WARM: list = []  # non-empty once this process has the kernels
 
 
 class _PhaseLog:
