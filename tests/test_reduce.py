@@ -8,7 +8,7 @@ from ec.teachers import make_teacher
 from ec.train import Budget
 from ec.train.flow.kernels import MSE
 from ec.train.flow.objective import Objective
-from ec.train.flow.reduce import reduce_shallow, reduction_finish
+from ec.train.flow.reduce import reduce_network, reduce_shallow, reduction_finish
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +104,51 @@ def test_bad_inputs_are_rejected(task):
         reduce_shallow(deep, deep.init_params(0), X, y, 0.1, 0.1)
     with pytest.raises(ValueError, match="mode='pairs'"):
         reduce_shallow(teacher.spec, teacher.params, X, y, 0.1, 0.1, mode="pairs")
+
+
+def _split_deep(spec, theta, layer, k, delta, share=1.7):
+    """Deep version of :func:`_split`: neuron k of hidden layer ``layer`` made two
+    near-duplicates whose a-weighted mean is the original neuron."""
+    layers = [(np.array(W), np.array(b)) for W, b in spec.unpack(theta)]
+    (W, b), (W_next, b_next) = layers[layer], layers[layer + 1]
+    moved = W[k] + share / (share - 1) * delta
+    layers[layer] = (np.vstack([W, moved]), np.append(b, b[k]))
+    column = (1 - share) * W_next[:, [k]]
+    W_next = W_next.copy()
+    W_next[:, k] *= share
+    layers[layer + 1] = (np.hstack([W_next, column]), b_next)
+    layers[layer][0][k] += delta
+    sizes = list(spec.hidden_sizes)
+    sizes[layer] += 1
+    wider = spec.with_hidden_sizes(sizes)
+    return wider, wider.pack(layers)
+
+
+@pytest.fixture(scope="module")
+def deep_task():
+    teacher = make_teacher((3, 3, 2, 1), seed=2)
+    data = teacher.dataset(3000, 10)
+    return teacher, data.X_train, data.y_train
+
+
+def test_deep_reduction_merges_every_layer_and_expands_exactly(deep_task):
+    teacher, X, y = deep_task
+    spec, theta = _split_deep(teacher.spec, teacher.params, 0, 1, 1e-3)
+    spec, theta = _split_deep(spec, theta, 1, 0, 1e-3)
+    assert spec.hidden_sizes == (4, 3)
+    red = reduce_network(spec, theta, X, y, 0.01, 1e-9)
+    assert red.small_spec.hidden_sizes == (3, 2)
+    assert [step[0] for step in red.steps] == [0, 1]
+    other = red.small_theta + 0.05 * np.random.default_rng(1).normal(size=red.small_spec.n_params)
+    full = red.expand(other)
+    assert full.shape == (spec.n_params,) and full.dtype == np.float64
+    np.testing.assert_allclose(spec.forward(full, X), red.small_spec.forward(other, X), rtol=0, atol=1e-12)
+
+
+def test_deep_student_is_finished_by_the_reduction(deep_task):
+    teacher, X, y = deep_task
+    spec, theta = _split_deep(teacher.spec, teacher.params, 1, 1, 3e-3)
+    obj = Objective(MSE(spec, X, y), theta, None, Budget(), "cpu")
+    assert obj.loss_grad(obj.best_u)[0] > 1e-14
+    _, steps, reason = reduction_finish(obj, max_time=60.0)
+    assert reason in ("min_loss", "min_grad") and obj.best_loss < 1e-26 and steps > 0

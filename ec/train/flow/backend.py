@@ -38,10 +38,11 @@ class FlowTrainer(SequentialFitMany):
         What the budget's seconds measure: wall-clock time, or this process's CPU time
         (fair budgets for single-threaded students on a loaded machine).
     reduce : bool
-        Between rounds of both phases, finish one-hidden-layer students on the smaller
-        network they approach (near-duplicates merged, nearly constant neurons dropped) and
-        map the result back exactly (:mod:`ec.train.flow.reduce`): it removes the slow tails
-        of degenerate minima. Only when every parameter is trainable.
+        Between rounds of both phases, finish students on the smaller network they approach
+        (near-duplicates merged, parallel groups refit by one neuron, nearly constant neurons
+        dropped, layer by layer) and map the result back exactly
+        (:mod:`ec.train.flow.reduce`): it removes the slow tails of degenerate minima. Only
+        when every parameter is trainable.
     reduce_after : int
         Each phase runs in rounds of ``reduce_after``, then 2x, 4x, ... as many steps; a
         reduction is tried before each round when the best loss fell since the last try
@@ -111,7 +112,7 @@ class FlowTrainer(SequentialFitMany):
         _warm_up(spec, X, y)
         obj = Objective(MSE(spec, X, y), theta0, trainable, budget, self.clock)
         log = _PhaseLog(obj)
-        reducible = self.reduce and obj.all_free and len(spec.hidden_sizes) == 1
+        reducible = self.reduce and obj.all_free
         reason = "budget"
         if budget.ode_steps > 0 and budget.ode_time > 0:
             method = choose_ode_method(obj.n_free, self.ode_method, self.exp_euler_max_params)

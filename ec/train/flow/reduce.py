@@ -49,6 +49,7 @@ LADDER = (
     ("duplicates", 1e-3, 1e-5),
 )
 _STAT_SAMPLES = 4096  # samples used to measure how much each neuron's output varies
+MAX_REDUCED_PARAMS = 600  # larger reduced networks would make each Newton step too costly
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,86 @@ class Reduction:
             W[members], b[members] = Ws[j], bs[j]
             A[:, members] = As[:, [j]] * share
         return self.spec.pack([(W, b), (A, cs)])
+
+
+@dataclass(frozen=True)
+class NetworkReduction:
+    """Every hidden layer of a network reduced in turn, each step a :class:`Reduction` of the
+    sub-network made of one hidden layer and its outgoing layer, on that layer's inputs.
+
+    Attributes
+    ----------
+    spec : MLPSpec
+        The original network.
+    small_spec : MLPSpec
+    small_theta : ndarray of float64, shape (small_spec.n_params,)
+    steps : tuple of (int, Reduction, MLPSpec, MLPSpec)
+        Hidden-layer index, its reduction, and the network before and after that step.
+    """
+
+    spec: MLPSpec
+    small_spec: MLPSpec
+    small_theta: Array
+    steps: tuple
+
+    def expand(self, small_theta: Array) -> Array:
+        """Original-width parameters with exactly the function of ``small_theta``.
+
+        Parameters
+        ----------
+        small_theta : ndarray of float64, shape (small_spec.n_params,)
+
+        Returns
+        -------
+        theta : ndarray of float64, shape (spec.n_params,)
+        """
+        theta = np.asarray(small_theta, dtype=np.float64)
+        for layer, red, before, after in reversed(self.steps):
+            layers = [(np.array(W), np.array(b)) for W, b in after.unpack(theta)]
+            sub = red.expand(red.small_spec.pack(layers[layer : layer + 2]))
+            layers[layer : layer + 2] = red.spec.unpack(sub)
+            theta = before.pack(layers)
+        return theta
+
+
+def reduce_network(
+    spec: MLPSpec, theta: Array, X: Array, y: Array, merge_tol: float, drop_tol: float, mode: str = "duplicates"
+) -> NetworkReduction | None:
+    """:func:`reduce_shallow` applied to each hidden layer in turn, first to last.
+
+    Each layer is reduced on its inputs in the network reduced so far, so the steps compose
+    and :meth:`NetworkReduction.expand` undoes them exactly, last first. Parameters as for
+    :func:`reduce_shallow`; ``drop_tol`` is relative to the spread of the next layer's
+    pre-activations (of ``y`` for the last hidden layer).
+
+    Returns
+    -------
+    NetworkReduction or None
+        None when no layer changes.
+    """
+    act = get_activation(spec.activation)
+    steps, current, params = [], spec, np.asarray(theta, dtype=np.float64)
+    h = np.asarray(X, dtype=np.float64)
+    for layer in range(spec.n_layers - 1):
+        layers = current.unpack(params)
+        (W, b), (W_next, b_next) = layers[layer], layers[layer + 1]
+        sub_spec = MLPSpec((h.shape[1], len(b), len(b_next)), spec.activation)
+        sub_theta = sub_spec.pack([(W, b), (W_next, b_next)])
+        target = y if layer == spec.n_layers - 2 else sub_spec.forward(sub_theta, h)
+        red = reduce_shallow(sub_spec, sub_theta, h, target, merge_tol, drop_tol, mode)
+        if red is not None:
+            sizes = list(current.hidden_sizes)
+            sizes[layer] = red.small_spec.hidden_sizes[0]
+            reduced = current.with_hidden_sizes(sizes)
+            new_layers = list(layers)
+            new_layers[layer : layer + 2] = red.small_spec.unpack(red.small_theta)
+            steps.append((layer, red, current, reduced))
+            current, params = reduced, reduced.pack(new_layers)
+        W, b = current.unpack(params)[layer]
+        h = act.f(h @ W.T + b)
+    if not steps:
+        return None
+    return NetworkReduction(spec, current, params, tuple(steps))
 
 
 def reduce_shallow(
@@ -218,7 +299,7 @@ def reduction_finish(obj: Objective, max_time: float, steps_per_try: int = 200) 
     Parameters
     ----------
     obj : Objective
-        The full student, all parameters free, one hidden layer.
+        The full student, all parameters free (any number of hidden layers).
     max_time : float
         Seconds (on ``obj``'s clock) for all rungs together.
     steps_per_try : int
@@ -244,8 +325,8 @@ def reduction_finish(obj: Objective, max_time: float, steps_per_try: int = 200) 
                 if left <= 0:
                     return obj.best_u, steps, "budget"
                 start_loss = obj.best_loss
-                red = reduce_shallow(spec, obj.theta(obj.best_u), X, y, merge_tol, drop_tol, mode)
-                if red is None:
+                red = reduce_network(spec, obj.theta(obj.best_u), X, y, merge_tol, drop_tol, mode)
+                if red is None or red.small_spec.n_params > MAX_REDUCED_PARAMS:
                     continue
                 small = Objective(MSE(red.small_spec, X, y), red.small_theta, None, obj.budget, obj.clock)
                 _, n, _ = second_order(small, small.best_u, steps_per_try, left, "newton")
