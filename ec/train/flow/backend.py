@@ -184,15 +184,16 @@ def _warm_up(spec: MLPSpec, X: Array, y: Array) -> None:
     """Compile (or load from numba's cache) the one-hidden-layer kernels before any budget
     clock starts: compiling takes ~15 s of CPU once per process, which would otherwise come
     out of the first student's time budget."""
-    if len(spec.hidden_sizes) == 1 and not _WARM:
+    global _warm
+    if len(spec.hidden_sizes) == 1 and not _warm:
         tiny = MSE(spec, np.asarray(X)[:2], np.asarray(y).reshape(len(X), -1)[:2])
         theta = spec.init_params(0)
         tiny.loss_grad(theta)
         tiny.hessian(theta)
-        _WARM.append(True)
+        _warm = True
 
 
-_WARM: list = []  # non-empty once this process has the kernels
+_warm = False  # whether this process has compiled (or loaded) the kernels
 
 
 class _PhaseLog:

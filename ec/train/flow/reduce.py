@@ -11,15 +11,18 @@ configurations approach: the expansions of a smaller network.
 
 :func:`reduce_shallow` maps the student to that smaller network — merge each group of
 near-duplicate neurons into one (first-moment matching of the outgoing weights: the merged
-neuron is the ``a``-weighted mean of the group), drop groups whose contribution barely
-varies over the data (folding its mean into the output bias) — where the minimum is
+neuron is the ``a``-weighted mean of the group), replace each group of parallel neurons (one
+hyperplane direction, several scales and biases, imitating one neuron) by the single neuron
+along that direction that best fits their summed output, drop groups whose contribution
+barely varies over the data (folding its mean into the output bias) — where the minimum is
 typically non-degenerate, so Newton converges quadratically. :meth:`Reduction.expand` maps
 the reduced parameters back to the original width *exactly* (duplicates share ``[w; b]``,
 their outgoing weights split in the original proportions; dropped neurons get outgoing
 weight 0): the same network function, hence a zero-loss point of the original student when
 the reduced network reaches zero loss. :func:`reduction_finish` tries a ladder of tolerances,
 most aggressive first, and keeps a result only when the full student's loss improves (the
-:class:`~ec.train.flow.objective.Objective` keeps the best point).
+:class:`~ec.train.flow.objective.Objective` keeps the best point). :func:`reduce_network`
+does the same for every hidden layer of a deep network in turn.
 """
 
 from __future__ import annotations
@@ -252,8 +255,8 @@ def reduce_shallow(
 
 def _duplicate_groups(V: Array, tol: float) -> Array:
     norms = np.linalg.norm(V, axis=1)
-    # relative distance: |v_i - v_j| / max(|v_i|, |v_j|)
-    rel = pdist(V) / np.maximum(pdist(norms[:, None], lambda p, q: max(p[0], q[0])), 1e-300)
+    larger = np.maximum.outer(norms, norms)[np.triu_indices(len(V), 1)]  # pdist's pair order
+    rel = pdist(V) / np.maximum(larger, 1e-300)  # |v_i - v_j| / max(|v_i|, |v_j|)
     return fcluster(linkage(rel, "single"), tol, criterion="distance")
 
 
