@@ -123,16 +123,7 @@ class NetworkReduction:
     steps: tuple
 
     def expand(self, small_theta: Array) -> Array:
-        """Original-width parameters with exactly the function of ``small_theta``.
-
-        Parameters
-        ----------
-        small_theta : ndarray of float64, shape (small_spec.n_params,)
-
-        Returns
-        -------
-        theta : ndarray of float64, shape (spec.n_params,)
-        """
+        """As :meth:`Reduction.expand`, undoing the layer steps last first."""
         theta = np.asarray(small_theta, dtype=np.float64)
         for layer, red, before, after in reversed(self.steps):
             layers = [(np.array(W), np.array(b)) for W, b in after.unpack(theta)]
