@@ -150,7 +150,7 @@ def reduce_network(
     """
     act = get_activation(spec.activation)
     steps, current, params = [], spec, np.asarray(theta, dtype=np.float64)
-    h = np.asarray(X, dtype=np.float64)
+    h = np.asarray(X, dtype=np.float64)[_stat_rows(len(X))]  # reduce_shallow uses no more
     for layer in range(spec.n_layers - 1):
         layers = current.unpack(params)
         (W, b), (W_next, b_next) = layers[layer], layers[layer + 1]
@@ -166,8 +166,9 @@ def reduce_network(
             new_layers[layer : layer + 2] = red.small_spec.unpack(red.small_theta)
             steps.append((layer, red, current, reduced))
             current, params = reduced, reduced.pack(new_layers)
-        W, b = current.unpack(params)[layer]
-        h = act.f(h @ W.T + b)
+        if layer < spec.n_layers - 2:
+            W, b = current.unpack(params)[layer]
+            h = act.f(h @ W.T + b)
     if not steps:
         return None
     return NetworkReduction(spec, current, params, tuple(steps))
@@ -210,7 +211,7 @@ def reduce_shallow(
     act = get_activation(spec.activation)
     (W, b), (A, c) = spec.unpack(theta)
     m = len(b)
-    rows = np.linspace(0, len(X) - 1, min(len(X), _STAT_SAMPLES)).astype(int)
+    rows = _stat_rows(len(X))
     H = act.f(X[rows] @ W.T + b)  # (n, m)
     scale = float(np.std(y)) or 1.0
     V = np.column_stack([W, b])
@@ -242,6 +243,11 @@ def reduce_shallow(
     As = np.column_stack([n[2] for n in neurons])
     small = spec.with_hidden_sizes((len(hosts),))
     return Reduction(spec, small, small.pack([(Ws, bs), (As, new_c)]), tuple(hosts), tuple(shares), np.array(theta))
+
+
+def _stat_rows(n: int) -> Array:
+    """Evenly spread rows (at most ``_STAT_SAMPLES``) on which neuron outputs are measured."""
+    return np.linspace(0, n - 1, min(n, _STAT_SAMPLES)).astype(int)
 
 
 def _duplicate_groups(V: Array, tol: float) -> Array:
