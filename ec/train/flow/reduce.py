@@ -68,7 +68,9 @@ class Reduction:
     small_theta : ndarray of float64, shape (small_spec.n_params,)
         Reduced parameters that approximate the original function.
     groups : tuple of ndarray of int
-        Original neurons merged into each reduced neuron.
+        For each reduced neuron, the original neurons that take its ``[w; b]`` on expansion
+        (a merged duplicate group; the host alone for a refit parallel group, whose other
+        members keep their own ``[w; b]`` with outgoing weight 0).
     weights : tuple of ndarray of float64
         Their shares of the reduced neuron's outgoing weight (each sums to 1).
     theta : ndarray of float64, shape (spec.n_params,)
