@@ -1,6 +1,7 @@
 """Benchmark of the flow backend's kernels against torch float64, same net, data and process.
 
-For each student size (d, m), N samples, one output, activation g:
+For each student size (``d x m``: one hidden layer, one output; or layer sizes such as
+``8-32-16-1``), N samples, activation g:
 
 * loss + gradient: ours (``ec.train.flow.kernels.MSE.loss_grad``) vs ``torch.autograd.grad``;
 * exact Hessian: ours vs ``torch.func.hessian``; above ``--torch-hessian-max`` parameters
@@ -21,6 +22,7 @@ Usage::
     python benchmarks/bench_kernels.py                     # the four sizes of issue 3
     python benchmarks/bench_kernels.py --threads 2 --repeats 15
     python benchmarks/bench_kernels.py --sizes 4x16 --n 10000
+    python benchmarks/bench_kernels.py --sizes 8-32-16-1,3-8-8-1 --n 3000 --out benchmarks/results/kernels_deep.csv
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ import pandas as pd
 import torch
 from threadpoolctl import threadpool_limits
 
+from ec.config import parse_int_list
 from ec.io import atomic_write_text
 from ec.mlp import MLPSpec
 from ec.train.flow import _shallow
 from ec.train.flow.kernels import MSE
+from ec.train.torch_backend import flat_mse
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -63,41 +67,29 @@ def matmul_rate(repeats: int, n: int = 2000) -> float:
     return 2 * n**3 / median_seconds(lambda: A @ A, repeats) / 1e9
 
 
-def torch_loss(d: int, m: int, X: np.ndarray, y: np.ndarray):
-    """The same network in torch: flat parameters in the ``MLPSpec`` layout, activation g."""
-    Xt, yt = torch.tensor(X), torch.tensor(y)
-    F = torch.nn.functional
-
-    def loss(p):
-        W1, b1 = p[: m * d].reshape(m, d), p[m * d : m * d + m]
-        W2, b2 = p[m * d + m : m * d + 2 * m].reshape(1, m), p[m * d + 2 * m :]
-        z = Xt @ W1.T + b1
-        h = F.softplus(z) + torch.sigmoid(4 * z)
-        return ((h @ W2.T + b2 - yt) ** 2).mean()
-
-    return loss
-
-
-def bench_size(d: int, m: int, n: int, repeats: int, torch_hessian_max: int, torch_chunk: int) -> dict:
+def bench_size(sizes: tuple[int, ...], n: int, repeats: int, torch_hessian_max: int, torch_chunk: int) -> dict:
     rng = np.random.default_rng(0)
-    spec = MLPSpec((d, m, 1), "g")
+    spec = MLPSpec(sizes, "g")
+    d = sizes[0]
     X = rng.uniform(-np.sqrt(3), np.sqrt(3), (n, d))
     y = rng.normal(size=(n, 1))
     theta = spec.init_params(0)
     ours = MSE(spec, X, y)
-    loss_fn, p = torch_loss(d, m, X, y), torch.tensor(theta, requires_grad=True)
+    loss_fn, p = flat_mse(spec, X, y), torch.tensor(theta, requires_grad=True)
     assert abs(ours.loss_grad(theta)[0] - loss_fn(p).item()) < 1e-12  # same function
 
-    row = {"d": d, "m": m, "n_params": spec.n_params, "N": n}
+    row = {"layers": "-".join(map(str, sizes)), "n_params": spec.n_params, "N": n}
     row["grad_ms"] = 1e3 * median_seconds(lambda: ours.loss_grad(theta), repeats)
     row["torch_grad_ms"] = 1e3 * median_seconds(lambda: torch.autograd.grad(loss_fn(p), p), repeats)
     h_repeats = max(3, repeats // 3)
     row["hess_ms"] = 1e3 * median_seconds(lambda: ours.hessian(theta), h_repeats)
-    timings: dict = {"syrk": 0.0, "clock": clock}
-    for _ in range(h_repeats):
-        _shallow.hessian(spec, theta, ours.data, timings)
-    row["jtj_ms"] = 1e3 * timings["syrk"] / h_repeats
-    row["jtj_gflops"] = n * spec.n_params**2 / (timings["syrk"] / h_repeats) / 1e9
+    row["jtj_ms"] = row["jtj_gflops"] = np.nan  # the deep Hessian has no separate J^T J product to time
+    if ours.shallow:
+        timings: dict = {"syrk": 0.0, "clock": clock}
+        for _ in range(h_repeats):
+            _shallow.hessian(spec, theta, ours.data, timings)
+        row["jtj_ms"] = 1e3 * timings["syrk"] / h_repeats
+        row["jtj_gflops"] = n * spec.n_params**2 / (timings["syrk"] / h_repeats) / 1e9
     if spec.n_params <= torch_hessian_max:
         hess_fn, row["torch_hess_method"] = torch.func.hessian(loss_fn), "func.hessian"
     else:
@@ -112,7 +104,8 @@ def bench_size(d: int, m: int, n: int, repeats: int, torch_hessian_max: int, tor
 
 def main(argv=None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="4x16,8x32,32x32,8x128", help="comma-separated d x m")
+    parser.add_argument("--sizes", default="4x16,8x32,32x32,8x128",
+                        help="comma-separated d x m (one hidden layer, one output) or layer sizes such as 8-32-16-1")
     parser.add_argument("--n", type=int, default=30_000, help="samples")
     parser.add_argument("--threads", type=int, default=1, help="threads for both libraries")
     parser.add_argument("--repeats", type=int, default=9)
@@ -132,8 +125,8 @@ def main(argv=None) -> pd.DataFrame:
     rows = []
     with threadpool_limits(args.threads):
         for size in args.sizes.split(","):
-            d, m = (int(v) for v in size.lower().split("x"))
-            row = bench_size(d, m, args.n, args.repeats, args.torch_hessian_max, args.torch_chunk)
+            sizes = parse_int_list(size) if "-" in size else (*map(int, size.lower().split("x")), 1)
+            row = bench_size(tuple(sizes), args.n, args.repeats, args.torch_hessian_max, args.torch_chunk)
             row["matmul_gflops"] = matmul_rate(args.repeats)  # right after, under the same load
             rows.append(row)
     df = pd.DataFrame(rows)
@@ -143,7 +136,7 @@ def main(argv=None) -> pd.DataFrame:
     df["hess_speedup_vs_torch"] = df.torch_hess_ms / df.hess_ms
     df["jtj_fraction_of_matmul"] = df.jtj_gflops / df.matmul_gflops
     atomic_write_text(args.out, df.to_csv(index=False, float_format="%.4g"))
-    cols = ["d", "m", "n_params", "grad_ms", "torch_grad_ms", "grad_speedup_vs_torch", "hess_ms", "torch_hess_ms",
+    cols = ["layers", "n_params", "grad_ms", "torch_grad_ms", "grad_speedup_vs_torch", "hess_ms", "torch_hess_ms",
             "hess_speedup_vs_torch", "jtj_gflops", "matmul_gflops", "jtj_fraction_of_matmul", "torch_hess_method"]
     print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     print(f"wrote {args.out}")

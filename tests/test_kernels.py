@@ -6,7 +6,7 @@ import pytest
 
 from ec.activations import HIDDEN_ACTIVATIONS, LEAKY_RELU_SLOPE, get_activation
 from ec.mlp import MLPSpec, mse
-from ec.train.flow import kernels
+from ec.train.flow import _deep, kernels
 from ec.train.flow._activations_nb import CODES, fdd
 
 SHALLOW, DEEP = (3, 5, 2), (3, 4, 3, 2)
@@ -21,7 +21,7 @@ def problem(sizes, activation, seed=0, n=40):
     spec = MLPSpec(sizes, activation)
     X = rng.uniform(-1.5, 1.5, (4 * n, sizes[0]))
     theta = rng.normal(0.0, 0.8, spec.n_params)
-    zs, _ = kernels._forward(spec, spec.unpack(theta), X)
+    zs = _deep._forward(spec, spec.unpack(theta), X)[0]
     keep = np.all([np.abs(z).min(axis=1) > 0.05 for z in zs[:-1]], axis=0)
     X = X[keep][:n]
     assert len(X) >= n // 2
@@ -57,10 +57,10 @@ def test_fused_shallow_kernels_match_generic_path(activation):
     obj = kernels.MSE(spec, X, y)
     assert obj.shallow
     loss, grad = obj.loss_grad(theta)
-    ref_loss, ref_grad = kernels._loss_grad_deep(spec, theta, obj.X, obj.y)
+    ref_loss, ref_grad = _deep.loss_grad(spec, theta, obj.X, obj.y)
     assert loss == pytest.approx(ref_loss, rel=1e-13)
     np.testing.assert_allclose(grad, ref_grad, rtol=1e-11, atol=1e-13 * np.abs(ref_grad).max())
-    ref_H = kernels._hessian_deep(spec, theta, obj.X, obj.y)
+    ref_H = _deep.hessian(spec, theta, obj.X, obj.y)
     np.testing.assert_allclose(obj.hessian(theta), ref_H, rtol=1e-11, atol=1e-13 * np.abs(ref_H).max())
 
 
@@ -89,22 +89,12 @@ TORCH_ACTIVATIONS = {
 
 
 def torch_loss(spec, X, y):
+    """Our flat-parameter loss in torch, with the activation written independently here."""
     torch = pytest.importorskip("torch")
-    F = torch.nn.functional
-    Xt, yt = torch.tensor(X), torch.tensor(y)
+    from ec.train.torch_backend import flat_mse
+
     sigma = TORCH_ACTIVATIONS[spec.activation]
-
-    def loss(theta):
-        h, pos = Xt, 0
-        for i, (o, n) in enumerate(spec.layer_shapes):
-            W, b = theta[pos : pos + o * n].reshape(o, n), theta[pos + o * n : pos + o * n + o]
-            pos += o * n + o
-            h = h @ W.T + b
-            if i < spec.n_layers - 1:
-                h = sigma(F, h)
-        return ((h - yt) ** 2).mean()
-
-    return loss
+    return flat_mse(spec, X, y, lambda h: sigma(torch.nn.functional, h))
 
 
 @pytest.mark.parametrize("sizes", [SHALLOW, DEEP], ids=["shallow", "deep"])
@@ -120,7 +110,7 @@ def test_loss_and_gradient_match_torch_autograd(sizes, activation):
     np.testing.assert_allclose(grad, ref_grad.numpy(), rtol=1e-10, atol=1e-13)
 
 
-@pytest.mark.parametrize("sizes", [(2, 3, 1), (2, 3, 2, 2)], ids=["shallow", "deep"])
+@pytest.mark.parametrize("sizes", [(2, 3, 1), (2, 3, 2, 2), (3, 4, 3, 2, 2)], ids=["shallow", "deep", "deeper"])
 @pytest.mark.parametrize("activation", ["g", "tanh", "gelu"])
 def test_hessian_matches_torch_func_hessian(sizes, activation):
     torch = pytest.importorskip("torch")
@@ -179,3 +169,11 @@ def test_bad_shapes_are_rejected(theta_len, X_shape, y_shape, match):
     spec = MLPSpec(SHALLOW, "g")
     with pytest.raises(ValueError, match=match):
         kernels.loss_grad(spec, np.zeros(theta_len), np.zeros(X_shape), np.zeros(y_shape))
+
+
+def test_deep_hessian_does_not_depend_on_the_sample_blocks(monkeypatch):
+    """The deep Hessian sums Kronecker blocks over sample blocks: one block or many, same sum."""
+    spec, X, y, theta = problem((3, 5, 4, 3, 2), "g", seed=4, n=300)
+    whole = kernels.hessian(spec, theta, X, y)
+    monkeypatch.setattr(_deep, "_BLOCK_BYTES", 1)  # 64 samples per block
+    np.testing.assert_allclose(kernels.hessian(spec, theta, X, y), whole, rtol=1e-12, atol=1e-14 * np.abs(whole).max())

@@ -147,6 +147,33 @@ def batched_forward(tensors: Sequence, X, act: Callable):
     return h
 
 
+def flat_mse(spec: MLPSpec, X: Array, y: Array, act: Callable | None = None) -> Callable:
+    """The loss of :func:`ec.mlp.mse` as a torch function of one flat float64 parameter tensor
+    (:class:`MLPSpec` layout), for autograd and ``torch.func`` cross-checks of the flow kernels.
+
+    Parameters
+    ----------
+    spec : MLPSpec
+    X : ndarray, shape (n_samples, d_in); y : ndarray, shape (n_samples, d_out)
+    act : callable, optional
+        Torch activation (default: :func:`torch_activation` of ``spec.activation``).
+    """
+    torch = _torch()
+    Xt = torch.as_tensor(np.asarray(X, dtype=np.float64))
+    yt = torch.as_tensor(np.asarray(y, dtype=np.float64).reshape(len(X), -1))
+    act = act or torch_activation(spec.activation)
+
+    def loss(theta):
+        h = Xt
+        for l, ((o, i), (w0, b0, end)) in enumerate(zip(spec.layer_shapes, spec.offsets())):
+            h = h @ theta[w0:b0].reshape(o, i).T + theta[b0:end]
+            if l < spec.n_layers - 1:
+                h = act(h)
+        return ((h - yt) ** 2).mean()
+
+    return loss
+
+
 def _per_student_mse(out, y):
     return ((out - y) ** 2).mean(dim=(1, 2))
 

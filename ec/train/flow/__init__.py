@@ -5,7 +5,7 @@ Modules
 kernels
     Loss, gradient and exact Hessian of the mean squared error of an :class:`ec.mlp.MLPSpec`
     (fused numba kernels for one hidden layer in ``_shallow``, activations in
-    ``_activations_nb``; numpy for deeper networks).
+    ``_activations_nb``; for deeper networks the Hessian in Kronecker form, ``_deep``).
 objective
     The loss in the trainable coordinates, with best-point tracking and stopping rules.
 ode

@@ -44,10 +44,11 @@ class FlowTrainer(SequentialFitMany):
         (:mod:`ec.train.flow.reduce`): it removes the slow tails of degenerate minima. Only
         when every parameter is trainable.
     reduce_deep : bool
-        Also reduce students with several hidden layers. Off by default: the deep kernels
-        are plain numpy, a Newton step on a reduced deep network costs ~0.1-0.2 s, and on
-        3-2-2-1 students (rho = 4, 20 CPU-s) the reduction ate the second phase's budget
-        without reaching zero loss.
+        Also reduce students with several hidden layers. Off by default: deep students
+        stall far from a reducible network (8-32-16-1 students of an 8-4-2-1 teacher at
+        1e-5..1e-6: no rung of the ladder reduces them, and the Hessian there has dozens of
+        negative eigenvalues), so the attempts only cost time (neutral on two 60 CPU-s
+        students).
     reduce_after : int
         Each phase runs in rounds of ``reduce_after``, then 2x, 4x, ... as many steps; a
         reduction is tried before each round when the best loss fell since the last try
