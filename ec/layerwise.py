@@ -16,8 +16,10 @@ For the hidden layers ``l = 1 .. L`` of N overparameterised students, in order:
    below the threshold. The spread is taken over the lowest-loss ``bias_fraction`` of the
    students (default half): a student stuck in a local minimum compensates with any bias,
    which says nothing about the neuron (the paper's students are near zero loss;
-   ``bias_fraction=1`` is its rule). The biases of the reconstructed layers are then those
-   of the lowest-loss student.
+   ``bias_fraction=1`` is its rule). Unconverged students spread the biases of good neurons
+   too, so a removal must not cost fit: when the best retrained loss rises more than
+   ``removal_loss_factor`` (10x) after a removal, the neuron is put back and the filter
+   stops. The biases of the reconstructed layers are then those of the lowest-loss student.
 3. At ``l = L`` the collapsed outgoing weights, with a least-squares bias, are the output
    layer.
 
@@ -58,6 +60,9 @@ DEEP_BETA = math.pi / 5
 BIAS_STD_MAX = 0.1
 # ... varies over this (lowest-loss) fraction of the retrained students.
 BIAS_FRACTION = 0.5
+# A removal after which the best retrained student fits this much worse took a neuron the
+# layer needs: it is undone and the filter stops.
+REMOVAL_LOSS_FACTOR = 10.0
 # A neuron whose contribution to the next layer varies less than this fraction of the
 # layer's largest contribution is a bias (the tolerance of ec.cluster.prune_inactive).
 FOLD_TOL = 1e-4
@@ -211,6 +216,7 @@ def fit_layerwise(
     retrain_budget: Budget | None = None,
     bias_std_max: float = BIAS_STD_MAX,
     bias_fraction: float = BIAS_FRACTION,
+    removal_loss_factor: float = REMOVAL_LOSS_FACTOR,
     fold_tol: float = FOLD_TOL,
 ) -> ExpandAndCluster:
     """Layer-wise Expand-and-Cluster with retraining; sets ``est``'s fitted attributes.
@@ -227,9 +233,10 @@ def fit_layerwise(
         Already trained original students (stage 0); trained here otherwise.
     retrain_budget : Budget, optional
         Per-student budget of every retraining (default: ``est.budget``).
-    bias_std_max, bias_fraction : float
-        The A.3 filter: threshold of the bias spread, and the share of the (lowest-loss)
-        students it is measured over.
+    bias_std_max, bias_fraction, removal_loss_factor : float
+        The A.3 filter: threshold of the bias spread, the share of the (lowest-loss)
+        students it is measured over, and the rise of the best retrained loss that undoes a
+        removal (``inf``: never).
     fold_tol : float
         Tolerance of :func:`fold_constant_neurons` before the final fine-tune.
 
@@ -275,7 +282,7 @@ def fit_layerwise(
         if l > 0:
             t0 = time.perf_counter()
             current, filt = retrain_and_filter(est, X, y, fixed, widths[l:], l, retrain_budget, bias_std_max,
-                                               bias_fraction)
+                                               bias_fraction, removal_loss_factor)
             seconds["retrain"] += time.perf_counter() - t0
             retrained.append(current)
             layer_reports[l - 1]["bias_filter"] = filt
@@ -353,6 +360,7 @@ def fit_layerwise(
         "activation": est.activation,
         "bias_std_max": float(bias_std_max),
         "bias_fraction": float(bias_fraction),
+        "removal_loss_factor": float(removal_loss_factor),
         "layers": layer_reports,
         "folded": folded,
         "folded_after_finetune": folded_after,
@@ -373,6 +381,7 @@ def retrain_and_filter(
     budget: Budget | None,
     bias_std_max: float = BIAS_STD_MAX,
     bias_fraction: float = BIAS_FRACTION,
+    removal_loss_factor: float = REMOVAL_LOSS_FACTOR,
 ) -> tuple[list[TrainResult], dict]:
     """Train the N students of ``stage`` and apply the A.3 bias filter to the last fixed layer.
 
@@ -383,7 +392,10 @@ def retrain_and_filter(
     ``bias_std_max`` over the lowest-loss ``bias_fraction`` of the usable students (at
     least two), the one with the largest spread is removed from ``fixed[-1]`` (in place) and
     the students are trained again: one neuron per round, because a badly clustered neuron
-    disturbs the students' training and can inflate the spread of good neurons too.
+    disturbs the students' training and can inflate the spread of good neurons too. When a
+    removal raised the best retrained loss more than ``removal_loss_factor`` times, the
+    layer needed that neuron: it is put back, the previous round's students are returned
+    and the filter stops (unconverged students spread good neurons' biases as well).
 
     Parameters
     ----------
@@ -398,16 +410,17 @@ def retrain_and_filter(
     stage : int
         ``len(fixed)``; picks the seeds.
     budget : Budget or None
-    bias_std_max, bias_fraction : float
+    bias_std_max, bias_fraction, removal_loss_factor : float
 
     Returns
     -------
     students : list of TrainResult
-        The last round's students (fixed weights bit for bit as given).
+        The students of the kept round (fixed weights bit for bit as given).
     report : dict
-        ``std`` (bias spread of the last round), ``removed`` (indices in the layer as it was
-        given, in removal order), ``rounds``, ``history`` (per round: ``neurons`` left,
-        ``std``, ``best_loss`` and ``median_loss`` of the usable students).
+        ``std`` (bias spread of the kept round), ``removed`` (indices in the layer as it was
+        given, in removal order), ``restored`` (the index put back, or None), ``rounds``,
+        ``history`` (per round: ``neurons`` left, ``std``, ``best_loss`` and ``median_loss``
+        of the usable students).
 
     Raises
     ------
@@ -419,6 +432,7 @@ def retrain_and_filter(
     removed: list[int] = []
     history: list[dict] = []
     rounds = 0
+    kept = None  # the previous round: (alive, results, std)
     while True:
         rounds += 1
         fixed[-1] = (W[alive], b[alive])
@@ -450,14 +464,25 @@ def retrain_and_filter(
         losses = sorted(s.loss for s in usable)
         history.append({"neurons": alive.tolist(), "std": std.tolist(), "best_loss": float(losses[0]),
                         "median_loss": float(losses[len(losses) // 2])})
+        est._emit("stage", name=f"bias filter round {rounds}: best loss {losses[0]:.2e}, median "
+                                f"{losses[len(losses) // 2]:.2e}, bias spread {np.round(std, 3).tolist()}")
+        if kept is not None and losses[0] > removal_loss_factor * history[-2]["best_loss"]:
+            alive, results, std = kept
+            fixed[-1] = (W[alive], b[alive])
+            restored = removed.pop()
+            est._emit("stage", name=f"bias filter: removing neuron {restored} made the fit worse; put back")
+            return results, {"std": std.tolist(), "removed": removed, "restored": restored, "rounds": rounds,
+                             "history": history}
         worst = int(np.argmax(std))
         if std[worst] <= bias_std_max:
-            return results, {"std": std.tolist(), "removed": removed, "rounds": rounds, "history": history}
+            return results, {"std": std.tolist(), "removed": removed, "restored": None, "rounds": rounds,
+                             "history": history}
         if len(alive) == 1:
             raise ReconstructionError(
                 f"layer {stage}: the bias filter removed every reconstructed neuron (last bias spread "
                 f"{std[worst]:.3g} > {bias_std_max}; removed {removed})"
             )
+        kept = (alive, results, std)
         removed.append(int(alive[worst]))
         alive = np.delete(alive, worst)
 
@@ -482,6 +507,9 @@ class LayerwiseExpandAndCluster(ExpandAndCluster):
     bias_fraction : float in (0, 1]
         That spread is measured over this share of the students, lowest loss first
         (1: all of them, as in A.3).
+    removal_loss_factor : float > 1
+        A removal after which the best retrained loss is this many times higher is undone
+        and ends the filter (``inf``: never, as in A.3).
     fold_tol : float
         See :func:`fold_constant_neurons`.
     **kwargs
@@ -504,6 +532,7 @@ class LayerwiseExpandAndCluster(ExpandAndCluster):
         retrain_budget: Budget | None = None,
         bias_std_max: float = BIAS_STD_MAX,
         bias_fraction: float = BIAS_FRACTION,
+        removal_loss_factor: float = REMOVAL_LOSS_FACTOR,
         fold_tol: float = FOLD_TOL,
         **kwargs,
     ):
@@ -511,6 +540,7 @@ class LayerwiseExpandAndCluster(ExpandAndCluster):
         self.retrain_budget = retrain_budget
         self.bias_std_max = bias_std_max
         self.bias_fraction = bias_fraction
+        self.removal_loss_factor = removal_loss_factor
         self.fold_tol = fold_tol
 
     def _check_params(self) -> None:
@@ -519,6 +549,8 @@ class LayerwiseExpandAndCluster(ExpandAndCluster):
             raise ValueError(f"bias_std_max={self.bias_std_max!r}; allowed: > 0")
         if not 0 < self.bias_fraction <= 1:
             raise ValueError(f"bias_fraction={self.bias_fraction!r}; allowed: 0 < bias_fraction <= 1")
+        if not self.removal_loss_factor > 1:
+            raise ValueError(f"removal_loss_factor={self.removal_loss_factor!r}; allowed: > 1 (inf: never undo)")
         if not 0 <= self.fold_tol < 1:
             raise ValueError(f"fold_tol={self.fold_tol!r}; allowed: 0 <= fold_tol < 1")
 
@@ -528,7 +560,7 @@ class LayerwiseExpandAndCluster(ExpandAndCluster):
         self._check_params()
         return fit_layerwise(self, X, y, students, retrain_budget=self.retrain_budget,
                              bias_std_max=self.bias_std_max, bias_fraction=self.bias_fraction,
-                             fold_tol=self.fold_tol)
+                             removal_loss_factor=self.removal_loss_factor, fold_tol=self.fold_tol)
 
 
 def compare_layers(spec: MLPSpec, theta: Array, teacher_spec: MLPSpec, teacher_theta: Array,

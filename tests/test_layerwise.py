@@ -191,6 +191,24 @@ def test_bias_filter_removes_a_mis_clustered_neuron(problem):
     assert bias_spread(students, 0).shape == (2,)
 
 
+def test_bias_filter_puts_back_a_neuron_the_layer_needs(problem):
+    """With a threshold no spread can meet, the filter removes the bogus neuron, then a
+    teacher neuron; without it the students fit far worse, so it is put back."""
+    teacher, data = problem
+    X, y = data.X_train, data.y_train
+    (W1, b1) = teacher.spec.unpack(teacher.params)[0]
+    bogus_w = 3.0 * np.array([[math.cos(math.radians(20.0)), math.sin(math.radians(20.0)), 0.0]])
+    fixed = [(np.vstack([W1, bogus_w]), np.append(b1, b1[1]))]
+    est = _estimator(n_students=4)
+    students, report = retrain_and_filter(est, X, y, fixed, (WIDTHS[1],), 1, RETRAIN, 1e-300)
+    assert report["removed"] == [2] and report["restored"] in (0, 1)
+    assert report["rounds"] == 3
+    losses = [h["best_loss"] for h in report["history"]]
+    assert losses[2] > 10 * losses[1]
+    np.testing.assert_array_equal(fixed[0][0], W1)
+    assert all(s.spec.layer_sizes == (3, 2, WIDTHS[1], 1) for s in students)
+
+
 def test_fold_constant_neurons_preserves_the_function():
     rng = np.random.default_rng(0)
     spec = MLPSpec((3, 5, 4, 2), ACT)
