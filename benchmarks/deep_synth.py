@@ -47,14 +47,15 @@ def budget(cpu: float) -> Budget:
 
 
 def cached_students(cache: Path, name: str, spec: MLPSpec, X, y, seeds, cpu: float, jobs: int) -> list[TrainResult]:
-    """Train (or load) one flow student per seed; each is saved as soon as it finishes."""
+    """Train (or load) one flow student per seed; each is saved as soon as it finishes
+    (failed ones too, for the record, but a rerun trains those again)."""
     path = lambda i: cache / f"{name}-{i:03d}.npz"  # noqa: E731
     done = {}
     for i in range(len(seeds)):
         if path(i).exists():
             with np.load(path(i), allow_pickle=False) as f:
                 res = TrainResult.from_arrays(f)
-            if res.spec == spec and res.seed == seeds[i]:
+            if res.spec == spec and res.seed == seeds[i] and not res.failed:  # a failed one is retried
                 done[i] = res
     todo = [i for i in range(len(seeds)) if i not in done]
 

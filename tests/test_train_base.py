@@ -2,6 +2,11 @@
 backends have their own tests): ordering, seeds, failure isolation, process pool."""
 
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -78,3 +83,56 @@ def test_result_round_trip_through_arrays():
 def test_budget_validation(field, value):
     with pytest.raises(ValueError, match=field):
         Budget(**{field: value})
+
+
+_SLOW_FIT = """
+import time
+from ec.mlp import MLPSpec
+from ec.train import register_backend, train_students
+from ec.train.base import SequentialFitMany
+
+class Sleeper(SequentialFitMany):
+    name = "sleeper"
+    def fit(self, spec, X, y, theta0, budget=None, trainable=None):
+        time.sleep(600)
+
+if __name__ == "__main__":
+    register_backend("sleeper", "__main__:Sleeper")
+    import numpy as np
+    train_students(MLPSpec((1, 1, 1)), np.zeros((2, 1)), np.zeros(2), [0, 1], "sleeper", n_jobs=2)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_killed_run_leaves_no_training_workers(tmp_path):
+    """SIGKILL the process running train_students: its pool workers exit within seconds
+    instead of training on."""
+    script = tmp_path / "slow.py"
+    script.write_text(_SLOW_FIT)
+    proc = subprocess.Popen([sys.executable, str(script)])
+    children = []
+    for _ in range(200):  # wait for both workers to start (spawn imports ec)
+        time.sleep(0.1)
+        children = [int(p) for p in _children(proc.pid)]
+        if len(children) >= 2:
+            break
+    assert len(children) >= 2, "the pool never started"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 15
+    while time.time() < deadline and any(_alive(c) for c in children):
+        time.sleep(0.2)
+    assert not any(_alive(c) for c in children)
+
+
+def _children(pid):
+    path = f"/proc/{pid}/task/{pid}/children"
+    return open(path).read().split() if os.path.exists(path) else []
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False

@@ -101,9 +101,9 @@ def _exit_with_parent(parent: int) -> None:
             os._exit(1)
 
 
-def _local_worker_init(parent: int) -> None:
-    """A pool worker: one thread per library, and it exits if the driver is killed (SIGKILL
-    leaves no chance to stop it), instead of lingering."""
+def init_worker_process(parent: int) -> None:
+    """A pool worker (grid units, ``train_students``): one thread per library, and it exits
+    if the driver is killed (SIGKILL leaves no chance to stop it), instead of lingering."""
     _limit_threads()
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
@@ -141,7 +141,7 @@ class LocalExecutor:
 
     def _new_pool(self):
         return ProcessPoolExecutor(
-            self.n_workers, mp_context=get_context("spawn"), initializer=_local_worker_init, initargs=(os.getpid(),)
+            self.n_workers, mp_context=get_context("spawn"), initializer=init_worker_process, initargs=(os.getpid(),)
         )
 
     def submit(self, unit: Unit, inputs: dict):

@@ -252,19 +252,6 @@ def _fit_one(cls, backend_name, options, spec, X, y, theta0, budget, trainable, 
         return failed_result(spec, theta0, seed, backend_name, traceback.format_exc())
 
 
-def _limit_worker_threads():
-    """One BLAS / numba thread per worker process: the processes are the parallelism."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)
-    try:
-        import numba
-
-        numba.set_num_threads(1)
-    except Exception:
-        pass
-
-
 def train_students(
     spec: MLPSpec,
     X: Array,
@@ -341,8 +328,11 @@ def train_students(
         for i, a in enumerate(args):
             done(i, _fit_one(*a))
         return results
+    from ..runs.executors import init_worker_process  # ec.runs imports ec.train
+
     with ProcessPoolExecutor(
-        max_workers=min(n_jobs, len(seeds)), mp_context=get_context("spawn"), initializer=_limit_worker_threads
+        max_workers=min(n_jobs, len(seeds)), mp_context=get_context("spawn"),
+        initializer=init_worker_process, initargs=(os.getpid(),),  # workers die with this process
     ) as pool:
         futures = {pool.submit(_fit_one, *a): i for i, a in enumerate(args)}
         for fut in as_completed(futures):

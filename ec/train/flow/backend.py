@@ -63,7 +63,7 @@ class FlowTrainer(SequentialFitMany):
     def __init__(
         self,
         ode_method: str = "auto",
-        exp_euler_max_params: int = 600,
+        exp_euler_max_params: int = 1000,
         rtol: float = 1e-3,
         atol: float = 1e-6,
         optim_method: str = "auto",

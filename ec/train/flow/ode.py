@@ -36,7 +36,7 @@ _MAX_REJECTS = 40  # consecutive rejections (h shrinks >= 2x each) before giving
 _STALL_STEPS, _STALL_DECREASE = 100, 1e-9  # no relative decrease > 1e-9 in 100 steps: a minimum
 
 
-def choose_method(n_free: int, method: str = "auto", exp_euler_max_params: int = 600) -> str:
+def choose_method(n_free: int, method: str = "auto", exp_euler_max_params: int = 1000) -> str:
     """``"exp-euler"`` up to ``exp_euler_max_params`` free parameters, ``"DOP853"`` above."""
     if method not in METHODS:
         raise ValueError(f"ode method {method!r}; allowed: {', '.join(METHODS)}")
