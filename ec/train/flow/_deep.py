@@ -76,11 +76,12 @@ def hessian(spec, theta: Array, X: Array, y: Array) -> Array:
     H = np.zeros((P, P))
     widest = max(max((n + 1) ** 2, m * m, m * n) for m, n in spec.layer_shapes)
     rows = max(64, _BLOCK_BYTES // (8 * widest))
+    layers = spec.unpack(theta)
     for start in range(0, len(X), rows):
-        _add_block(spec, spec.unpack(theta), X[start : start + rows], y[start : start + rows], H)
+        _add_block(spec, layers, X[start : start + rows], y[start : start + rows], H)
     order = _spec_to_augmented(spec)
     H = H[np.ix_(order, order)]
-    return (H + H.T) * (1.0 / y.size)  # each half carries psi's Hessian: 2 psi / (N K) is the loss
+    return (H + H.T) * (1.0 / y.size)  # H + H.T = 2 H, exactly symmetric; the loss is 2 psi / (N K)
 
 
 def _spec_to_augmented(spec) -> Array:
