@@ -106,3 +106,20 @@ def test_end_to_end_interrupt_resume_recover_and_recluster(tmp_path):
     # the same directory refuses a different teacher
     result = CliRunner().invoke(cli, ["synth", "--out", str(out), "--din", "3", "--n-students", "8"])
     assert result.exit_code == 2 and "holds a different run" in result.output
+
+
+def test_deep_teacher_from_the_command_line(tmp_path):
+    """`ec synth --layers` trains deep students, reconstructs layer by layer with retraining
+    and writes a per-layer report (tiny budgets: recovery is not the point here)."""
+    out = tmp_path / "deep"
+    args = ["synth", "--layers", "3-2-2-1", "--seed", "5", "--rho", "2", "--n-students", "3", "--n-train", "200",
+            "--n-test", "200", "--ode-steps", "40", "--optim-steps", "20", "--finetune-time", "2", "--jobs", "1",
+            "--gamma", "0.6", "--beta", "pi/3", "--no-plots", "--out", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["summary"]["r"] == [2, 2] and len(report["summary"]["m_hat"]) == 2
+    assert report["reconstruction"]["student_layer_sizes"] == [3, 4, 4, 1]
+    rec = report["reconstruction"]
+    assert rec["layer_sizes"][0] == 3 and rec["layer_sizes"][-1] == 1 and len(rec["layer_sizes"]) == 4
+    assert "bias_filter" in rec["layers"][0] and rec["removal_loss_factor"] == 10.0
