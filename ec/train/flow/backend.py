@@ -182,19 +182,20 @@ class FlowTrainer(SequentialFitMany):
 
 
 def _warm_up(spec: MLPSpec, X: Array, y: Array) -> None:
-    """Compile (or load from numba's cache) the one-hidden-layer kernels before any budget
-    clock starts: compiling takes ~15 s of CPU once per process, which would otherwise come
-    out of the first student's time budget."""
-    global _warm
-    if len(spec.hidden_sizes) == 1 and not _warm:
+    """Compile (or load from numba's cache) the kernels before any budget clock starts:
+    compiling takes ~15 s of CPU once per process (one hidden layer: the fused kernels;
+    deeper: the activation kernels), which would otherwise come out of the first student's
+    time budget."""
+    shallow = len(spec.hidden_sizes) == 1
+    if shallow not in _warm:
         tiny = MSE(spec, np.asarray(X)[:2], np.asarray(y).reshape(len(X), -1)[:2])
         theta = spec.init_params(0)
         tiny.loss_grad(theta)
         tiny.hessian(theta)
-        _warm = True
+        _warm.add(shallow)
 
 
-_warm = False  # whether this process has compiled (or loaded) the kernels
+_warm: set[bool] = set()  # kinds of kernels (shallow or not) this process has compiled or loaded
 
 
 class _PhaseLog:
