@@ -471,12 +471,10 @@ def retrain_and_filter(
             fixed[-1] = (W[alive], b[alive])
             restored = removed.pop()
             est._emit("stage", name=f"bias filter: removing neuron {restored} made the fit worse; put back")
-            return results, {"std": std.tolist(), "removed": removed, "restored": restored, "rounds": rounds,
-                             "history": history}
+            return results, _filter_report(std, removed, restored, rounds, history)
         worst = int(np.argmax(std))
         if std[worst] <= bias_std_max:
-            return results, {"std": std.tolist(), "removed": removed, "restored": None, "rounds": rounds,
-                             "history": history}
+            return results, _filter_report(std, removed, None, rounds, history)
         if len(alive) == 1:
             raise ReconstructionError(
                 f"layer {stage}: the bias filter removed every reconstructed neuron (last bias spread "
@@ -485,6 +483,10 @@ def retrain_and_filter(
         kept = (alive, results, std)
         removed.append(int(alive[worst]))
         alive = np.delete(alive, worst)
+
+
+def _filter_report(std: Array, removed: list[int], restored: int | None, rounds: int, history: list[dict]) -> dict:
+    return {"std": std.tolist(), "removed": removed, "restored": restored, "rounds": rounds, "history": history}
 
 
 class LayerwiseExpandAndCluster(ExpandAndCluster):
