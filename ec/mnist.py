@@ -42,7 +42,7 @@ from .layerwise import compare_layers, pooled_distances
 from .metrics import compare_networks, rmse
 from .mlp import MLPSpec
 from .train import Budget, TrainResult, train_students
-from .train.torch_backend import DTYPES
+from .train.torch_backend import DTYPES, resolve_device
 
 Array = np.ndarray
 Progress = Callable[..., None]
@@ -61,6 +61,15 @@ def _flag(value) -> bool:
 
 def _device_ok(name: str) -> bool:
     return name in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", name) is not None
+
+
+def _check_device(name: str) -> None:
+    # Here, not in the students: a failing student is recorded and skipped, so a missing GPU
+    # would only surface as "0 of N students usable".
+    try:
+        resolve_device(name)
+    except ValueError as exc:
+        raise ConfigError(f"--device: {exc}") from None
 
 
 def _positive_ints(t) -> bool:
@@ -181,6 +190,7 @@ def train_teacher(params: dict, progress: Progress | None = None, data: ImageDat
     """Train the teacher described by resolved :data:`TEACHER` parameters and save it (``.npz``
     plus a ``.json`` summary); an existing file with the same dataset, activation and width
     is loaded instead."""
+    _check_device(params["device"])
     path = teacher_path(params)
     if path.is_file():
         teacher = ImageTeacher.load(path)
@@ -226,6 +236,7 @@ def run_mnist(config=None, progress: Progress | None = None, **values) -> dict:
     from .runs import RunDir
 
     p = MNIST.resolve(values, config)
+    _check_device(p["device"])
     t_start = time.perf_counter()
     data_dir = p["data_dir"] or None
     data = load_dataset(p["dataset"], data_dir, p["download"])

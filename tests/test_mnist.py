@@ -74,6 +74,9 @@ def test_schema_defaults_and_bad_values():
         (["mnist", "--n-train", "-3"], 2, "--n-train=-3 is not allowed"),
         (["mnist", "--mask", "lasso"], 2, "allowed: variance, importance, boruta, none"),
         (["teacher", "--r", "0"], 2, "--r"),
+        # A GPU that is not there: said at once (no GPU here, or fewer than 8 on a GPU machine).
+        (["mnist", "--device", "cuda:7"], 2, "--device: device='cuda:7'"),
+        (["teacher", "--device", "cuda:7"], 2, "--device: device='cuda:7'"),
     ],
 )
 def test_cli_bad_input_exit_codes(args, code, message):

@@ -162,3 +162,39 @@ def test_bad_options_raise_clear_errors():
             TorchTrainer(device="cuda").fit(SPEC, X, Y, thetas(1)[0], Budget(max_epochs=1))
     with pytest.raises(ValueError, match="expected \\(10,\\)|trainable has shape"):
         TorchTrainer().fit(SPEC, X, Y, thetas(1)[0], Budget(max_epochs=1), np.ones(10, dtype=bool))
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@needs_cuda
+def test_cuda_training_equals_cpu_training():
+    spec = MLPSpec((6, 5, 4, 2), "g")
+    ths = thetas(3, spec)
+    trainable = np.ones(spec.n_params, dtype=bool)
+    trainable[:6] = False
+    budget = Budget(max_epochs=20)
+    for dtype, tol in (("float64", 1e-8), ("float32", 1e-4)):
+        kw = dict(dtype=dtype, batch_size=64, lr=3e-3, eval_every=5)
+        cpu = TorchTrainer(device="cpu", **kw).fit_many(spec, X, Y, ths, budget, trainable)
+        gpu = TorchTrainer(device="cuda", **kw).fit_many(spec, X, Y, ths, budget, trainable)
+        for th, a, b in zip(ths, cpu, gpu):
+            assert b.params.dtype == np.float64 and b.backend == "torch" and not b.failed
+            # Fixed entries are exact (after rounding to the training dtype).
+            np.testing.assert_array_equal(b.params[~trainable], th[~trainable].astype(dtype))
+            np.testing.assert_allclose(b.params, a.params, rtol=tol, atol=tol)
+            assert b.loss == pytest.approx(a.loss, rel=10 * tol)
+    loss_c, grad_c = TorchTrainer(device="cpu", dtype="float64").loss_and_grad(spec, np.stack(ths), X, Y)
+    loss_g, grad_g = TorchTrainer(device="cuda", dtype="float64").loss_and_grad(spec, np.stack(ths), X, Y)
+    np.testing.assert_allclose(loss_g, loss_c, rtol=1e-13)
+    np.testing.assert_allclose(grad_g, grad_c, rtol=1e-10, atol=1e-15)
+
+
+@needs_cuda
+def test_cuda_front_door_and_device_errors():
+    res = train_students(SPEC, X, Y, seeds=[1, 2], backend="torch", budget=Budget(max_epochs=3), device="cuda")
+    assert all(r.backend == "torch" and not r.failed and r.params.dtype == np.float64 for r in res)
+    assert "CUDA" in backend_availability("torch")[1]
+    bad = f"cuda:{torch.cuda.device_count()}"
+    with pytest.raises(ValueError, match=f"device='{bad}': only"):
+        TorchTrainer(device=bad).fit(SPEC, X, Y, thetas(1)[0], Budget(max_epochs=1))

@@ -381,6 +381,7 @@ class _Run:
         if trainable is not None:
             self.masks = [t[0] for t in stack_params(spec, trainable[None].astype(np.float64), torch.bool, self.device)]
         self.lr = np.full(n, cfg.lr)
+        self._lr_tensor_key, self._lr_tensor = None, None
         self.state = np.full(n, _RUNNING)
         self.plateau_best = np.full(n, np.inf)
         self.bad_epochs = np.zeros(n, dtype=np.int64)
@@ -458,7 +459,7 @@ class _Run:
         self.step += 1
         b1, b2 = cfg.betas
         c1, c2 = 1.0 - b1**self.step, 1.0 - b2**self.step
-        lr = torch.as_tensor(self.lr, dtype=self.dt, device=self.device)
+        lr = self._lr_on_device()
         with torch.no_grad():
             for k, (p, g, m, v) in enumerate(zip(self.params, grads, self.m, self.v)):
                 shape = (-1,) + (1,) * (p.dim() - 1)
@@ -470,6 +471,15 @@ class _Run:
                     keep = keep | ~self.masks[k]
                 # where, not a product: a stopped student may hold inf/nan moments.
                 p.sub_(torch.where(keep, torch.zeros((), dtype=p.dtype, device=p.device), update))
+
+    def _lr_on_device(self):
+        # Copied only when a schedule changed it: a host-to-device copy every step would
+        # make each Adam step wait for the GPU.
+        key = self.lr.tobytes()
+        if key != self._lr_tensor_key:
+            self._lr_tensor = self.torch.as_tensor(self.lr, dtype=self.dt, device=self.device)
+            self._lr_tensor_key = key
+        return self._lr_tensor
 
     def _schedule(self, epoch_loss: Array) -> None:
         """ReduceLROnPlateau per student (threshold 0, no cooldown); divergence stops a student."""
