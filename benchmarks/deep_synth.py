@@ -6,7 +6,8 @@ reconstructs layer by layer (:class:`ec.layerwise.LayerwiseExpandAndCluster`: re
 with the reconstructed layers' weights fixed, bias filter, folding, fine-tune), and N
 students of the teacher's own size. Budgets are CPU seconds per student (the flow
 backend's ``clock="cpu"``), so runs on a loaded machine stay comparable. The original and
-the direct students are cached in ``--cache`` so that a rerun with other gamma / beta only
+the direct students are cached in ``--cache`` (one folder per teacher, data and budget, the
+flow options recorded in its ``trainer.json``) so that a rerun with other gamma / beta only
 redoes the reconstruction.
 
 Prints a per-layer table and writes ``benchmarks/results/deep_synth-<tag>.csv`` (per layer)
@@ -20,6 +21,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 
@@ -46,9 +48,26 @@ def budget(cpu: float) -> Budget:
     return Budget(ode_steps=10**9, ode_time=cpu / 2, optim_steps=10**9, optim_time=cpu / 2)
 
 
+def check_cache_trainer(cache: Path) -> None:
+    """The folder's tag names teacher, data and budget, not the trainer's options: these are
+    recorded in ``trainer.json`` beside the students, and students trained with other
+    options are never reused silently."""
+    record = cache / "trainer.json"
+    if not record.exists():
+        if any(cache.glob("*.npz")):
+            print(f"note: {cache} has no trainer record; its students are taken as trained with {FLOW}")
+        atomic_write_json(record, FLOW)
+        return
+    have = json.loads(record.read_text())
+    if have != FLOW:
+        raise SystemExit(f"{cache} holds students trained with flow options {have}, this script uses {FLOW}: "
+                         "pass another --cache or delete that folder")
+
+
 def cached_students(cache: Path, name: str, spec: MLPSpec, X, y, seeds, cpu: float, jobs: int) -> list[TrainResult]:
     """Train (or load) one flow student per seed; each is saved as soon as it finishes
     (failed ones too, for the record, but a rerun trains those again)."""
+    check_cache_trainer(cache)
     path = lambda i: cache / f"{name}-{i:03d}.npz"  # noqa: E731
     done = {}
     for i in range(len(seeds)):
