@@ -29,13 +29,14 @@ import numpy as np
 import pandas as pd
 
 from ec.config import parse_angle, parse_int_list
-from ec.io import atomic_save_npz, atomic_write_json, atomic_write_text
+from ec.io import atomic_write_json, atomic_write_text
 from ec.layerwise import LayerwiseExpandAndCluster, compare_layers
 from ec.reconstruct import ReconstructionError
 from ec.metrics import rmse
 from ec.mlp import MLPSpec
 from ec.teachers import make_teacher
-from ec.train import Budget, TrainResult, train_students
+from ec.train import Budget, TrainResult
+from ec.train.cached import train_students_cached
 
 RESULTS = Path(__file__).parent / "results"
 # Exponential Euler and Newton with the exact Hessian for every student (an 8-32-16-1
@@ -55,7 +56,8 @@ def check_cache_trainer(cache: Path) -> None:
     record = cache / "trainer.json"
     if not record.exists():
         if any(cache.glob("*.npz")):
-            print(f"note: {cache} has no trainer record; its students are taken as trained with {FLOW}")
+            raise SystemExit(f"{cache} holds students saved before the trainer options were recorded: delete the "
+                             f"folder, or, if they were trained with {FLOW}, write that into {record}")
         atomic_write_json(record, FLOW)
         return
     have = json.loads(record.read_text())
@@ -68,25 +70,13 @@ def cached_students(cache: Path, name: str, spec: MLPSpec, X, y, seeds, cpu: flo
     """Train (or load) one flow student per seed; each is saved as soon as it finishes
     (failed ones too, for the record, but a rerun trains those again)."""
     check_cache_trainer(cache)
-    path = lambda i: cache / f"{name}-{i:03d}.npz"  # noqa: E731
-    done = {}
-    for i in range(len(seeds)):
-        if path(i).exists():
-            with np.load(path(i), allow_pickle=False) as f:
-                res = TrainResult.from_arrays(f)
-            if res.spec == spec and res.seed == seeds[i] and not res.failed:  # a failed one is retried
-                done[i] = res
-    todo = [i for i in range(len(seeds)) if i not in done]
 
-    def save(j, res):
-        atomic_save_npz(path(todo[j]), **res.to_arrays())
-        print(f"  {name} {todo[j]}: loss {res.loss:.2e} ({res.stop_reason}, {res.seconds:.0f} s)", flush=True)
+    def report(i, res):
+        print(f"  {name} {i}: loss {res.loss:.2e} ({res.stop_reason}, {res.seconds:.0f} s)", flush=True)
 
-    if todo:
-        new = train_students(spec, X, y, [seeds[i] for i in todo], "flow", budget(cpu), n_jobs=jobs, on_result=save,
-                             **FLOW)
-        done.update(zip(todo, new))
-    return [done[i] for i in range(len(seeds))]
+    results, _ = train_students_cached(cache, spec, X, y, seeds, "flow", budget(cpu), n_jobs=jobs, on_result=report,
+                                       name=name, **FLOW)
+    return results
 
 
 def main() -> None:
@@ -121,7 +111,7 @@ def main() -> None:
         widths, n_students=args.n, gamma=args.gamma, beta=args.beta, backend="flow", n_jobs=args.jobs,
         budget=budget(args.student_cpu), retrain_budget=budget(args.retrain_cpu),
         finetune_budget=Budget(ode_steps=0, ode_time=0.0, optim_steps=10**9, optim_time=args.finetune_cpu),
-        backend_options=FLOW,
+        backend_options=FLOW, retrain_dir=cache / "retrained",
         progress=lambda event, **info: print(f"[{info['name']}]", flush=True) if event == "stage" else None,
     )
     spec = est.student_spec(teacher.spec.d_in, teacher.spec.d_out)

@@ -39,6 +39,7 @@ import copy
 import math
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -49,7 +50,8 @@ from .metrics import match_neurons, rmse
 from .mlp import MLPSpec, mse
 from .reconstruct import BIAS_BUDGET, FINETUNE_BUDGET, ExpandAndCluster, ReconstructionError, _as_xy, _bias_mask
 from .reconstruct import student_seed
-from .train import Budget, TrainResult, train_students
+from .train import Budget, TrainResult
+from .train.cached import run_key, train_students_cached
 
 Array = np.ndarray
 
@@ -440,19 +442,27 @@ def retrain_and_filter(
         seeds = stage_seeds(est.seed, stage, int(est.n_students))
         theta0s = [stage_init(spec, fixed, s) for s in seeds]
         mask = fixed_weights_mask(spec, len(fixed))
+        options = est.backend_options or {}
+        folder = None
+        if est.retrain_dir is not None:
+            key = run_key(X, y, np.stack(theta0s), mask, sizes=spec.layer_sizes, activation=est.activation,
+                          backend=est.backend, budget=budget, options=options)
+            folder = Path(est.retrain_dir) / f"stage{stage}-{key}"
         est._emit("stage", name=f"retrain with {stage} fixed layer(s) {spec.layer_sizes} (round {rounds})")
         est._emit("stage", name="students", total=len(seeds), done=0)
         n_done = 0
 
-        def finished(i, res):
+        def finished(i, res, resumed=False):
             nonlocal n_done
             n_done += 1
-            est._emit("student", index=i, result=res, done=n_done, total=len(seeds), resumed=False)
+            est._emit("student", index=i, result=res, done=n_done, total=len(seeds), resumed=resumed)
 
-        results = train_students(
-            spec, X, y, seeds, backend=est.backend, budget=budget, n_jobs=est.n_jobs, theta0s=theta0s,
-            trainable=mask, on_result=finished, **(est.backend_options or {}),
+        results, loaded = train_students_cached(
+            folder, spec, X, y, seeds, backend=est.backend, budget=budget, n_jobs=est.n_jobs, theta0s=theta0s,
+            trainable=mask, on_result=finished, **options,
         )
+        for i in loaded:
+            finished(i, results[i], resumed=True)
         results = [_restore_fixed(r, t, mask, X, y) for r, t in zip(results, theta0s)]
         usable = _usable(results)
         if len(usable) < 2:

@@ -278,6 +278,7 @@ def run_mnist(config=None, progress: Progress | None = None, **values) -> dict:
         budget=epoch_budget(p["max_epochs"]), finetune_budget=epoch_budget(p["finetune_epochs"]),
         seed=p["seed"], n_jobs=1, progress=progress,
         backend_options=_trainer_options(p, lambda d: _emit(progress, "epoch", phase="finetune", **d)),
+        retrain_dir=rd.path / "retrained",
     )
     t0 = time.perf_counter()
     students = _students(rd, est, p, X, y, progress)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -81,6 +82,10 @@ class ExpandAndCluster:
     cut : {"aligned", "size"}
         Dendrogram cut criterion (:func:`ec.cluster.cluster_neurons`): maximise the number
         of big and aligned clusters (default), or of big clusters as in the paper.
+    retrain_dir : str or Path, optional
+        Deep networks: folder where the students of every retraining round are saved as
+        they finish (one subfolder per round, named by a hash of its inputs); a rerun loads
+        them instead of training them again (:func:`ec.train.cached.train_students_cached`).
 
     Attributes
     ----------
@@ -115,6 +120,7 @@ class ExpandAndCluster:
         progress: Callable | None = None,
         backend_options: dict | None = None,
         cut: str = "aligned",
+        retrain_dir: str | Path | None = None,
     ):
         self.student_hidden_sizes = student_hidden_sizes
         self.n_students = n_students
@@ -130,6 +136,7 @@ class ExpandAndCluster:
         self.progress = progress
         self.backend_options = backend_options
         self.cut = cut
+        self.retrain_dir = retrain_dir
 
     # -- parameters -------------------------------------------------------------------
 

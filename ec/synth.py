@@ -146,7 +146,7 @@ def _student_budget(params: dict) -> Budget | None:
     return Budget(**given) if given else None
 
 
-def _estimator(params: dict, progress) -> ExpandAndCluster:
+def _estimator(params: dict, progress, retrain_dir: Path | None = None) -> ExpandAndCluster:
     return ExpandAndCluster(
         student_hidden_sizes=student_widths(params),
         n_students=n_students(params),
@@ -159,6 +159,7 @@ def _estimator(params: dict, progress) -> ExpandAndCluster:
         seed=params["student_seed"],
         n_jobs=params["jobs"] or None,
         progress=progress,
+        retrain_dir=retrain_dir,
     )
 
 
@@ -186,7 +187,7 @@ def run_synth(params: dict, out_dir: str | Path | None = None, progress: Callabl
     teacher = make_teacher(teacher_sizes(params), params["seed"], params["act"])
     run.save_teacher(teacher)
     data = teacher.dataset(params["n_train"], params["n_test"])
-    est = _estimator(params, progress)
+    est = _estimator(params, progress, run.path / "retrained")
     spec = est.student_spec(teacher.spec.d_in, teacher.spec.d_out)
     done = run.load_students(est.n_students, spec, est.student_seeds())
     students = est.train_students(data.X_train, data.y_train, done=done, on_result=run.save_student)

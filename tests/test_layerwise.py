@@ -14,6 +14,7 @@ import math
 import numpy as np
 import pytest
 
+import ec.train.cached
 from ec.activations import get_activation
 from ec.layerwise import (
     LayerwiseExpandAndCluster,
@@ -169,6 +170,31 @@ def test_retraining_keeps_fixed_weights_bit_for_bit(problem):
         assert np.array_equal(s.params[~mask], theta0[~mask])
         assert not np.array_equal(s.params[mask], theta0[mask])  # the rest, biases included, trained
         assert not np.array_equal(s.spec.unpack(s.params)[0][1], fixed[0][1])
+
+
+def test_retrained_students_are_saved_and_reloaded(problem, tmp_path, monkeypatch):
+    teacher, data = problem
+    X, y = data.X_train[:200], data.y_train[:200]
+    W, b = teacher.spec.unpack(teacher.params)[0]
+    budget = Budget(ode_steps=20, ode_time=30.0, optim_steps=20, optim_time=30.0)
+    events = []
+    est = _estimator(n_students=2, retrain_dir=tmp_path,
+                     progress=lambda event, **info: events.append((event, info.get("resumed"))))
+    first, _ = retrain_and_filter(est, X, y, [(W, b)], (4,), 1, budget, 10.0)
+    assert len(list(tmp_path.glob("stage1-*/student-*.npz"))) == 2
+
+    # A rerun (say after a crash) loads them: nothing is trained, the results are the same.
+    monkeypatch.setattr(ec.train.cached, "train_students", lambda *a, **k: pytest.fail("trained again"))
+    events.clear()
+    again, _ = retrain_and_filter(est, X, y, [(W, b)], (4,), 1, budget, 10.0)
+    assert [e for e in events if e[0] == "student"] == [("student", True)] * 2
+    for a, r in zip(first, again):
+        assert np.array_equal(a.params, r.params) and a.loss == r.loss
+    monkeypatch.undo()
+
+    # Other fixed weights are other inputs: a new folder, trained anew.
+    retrain_and_filter(est, X, y, [(1.01 * W, b)], (4,), 1, budget, 10.0)
+    assert len(list(tmp_path.glob("stage1-*"))) == 2
 
 
 def test_bias_filter_removes_a_mis_clustered_neuron(problem):

@@ -123,3 +123,6 @@ def test_deep_teacher_from_the_command_line(tmp_path):
     rec = report["reconstruction"]
     assert rec["layer_sizes"][0] == 3 and rec["layer_sizes"][-1] == 1 and len(rec["layer_sizes"]) == 4
     assert "bias_filter" in rec["layers"][0] and rec["removal_loss_factor"] == 10.0
+    # The retrained students are kept in the run directory, so a rerun does not train them again.
+    rounds = rec["layers"][0]["bias_filter"]["rounds"]
+    assert len(list((out / "retrained").glob("stage1-*/student-*.npz"))) == 3 * rounds

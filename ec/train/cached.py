@@ -1,0 +1,94 @@
+"""Students saved one file each as they finish, so that a rerun trains only the missing ones.
+
+The folder stands for everything the students depend on: name it with :func:`run_key`
+over the data, the initial points and the options, and a changed input gets a new folder
+instead of stale students.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..io import atomic_save_npz
+from ..mlp import MLPSpec
+from .base import Budget, TrainResult, train_students
+
+Array = np.ndarray
+
+
+def run_key(*arrays: Array, **config) -> str:
+    """16 hex digits of SHA-1 over the arrays (dtype, shape, bytes) and the config as JSON;
+    callables (progress callbacks) are left out, other objects enter by their ``repr``."""
+    h = hashlib.sha1()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(memoryview(a).cast("B"))
+    h.update(json.dumps(config, sort_keys=True, default=lambda v: None if callable(v) else repr(v)).encode())
+    return h.hexdigest()[:16]
+
+
+def train_students_cached(
+    folder: str | Path | None,
+    spec: MLPSpec,
+    X: Array,
+    y: Array,
+    seeds: Sequence[int],
+    backend: str = "flow",
+    budget: Budget | None = None,
+    *,
+    theta0s: Sequence[Array] | None = None,
+    on_result: Callable[[int, TrainResult], None] | None = None,
+    name: str = "student",
+    **kwargs,
+) -> tuple[list[TrainResult], list[int]]:
+    """:func:`ec.train.train_students` that keeps its students in ``folder``.
+
+    Each student is written to ``folder/<name>-NNN.npz`` (atomically) as it finishes; a
+    file already there with the same architecture and seed, and not failed, is loaded
+    instead of training that student again. ``folder=None`` saves nothing.
+
+    Parameters
+    ----------
+    folder : str or Path or None
+    spec, X, y, seeds, backend, budget, theta0s, on_result, **kwargs
+        As for :func:`ec.train.train_students`; ``on_result`` is called for the students
+        trained here, with their index in ``seeds``.
+    name : str
+        File name prefix (several groups of students can share a folder).
+
+    Returns
+    -------
+    results : list of TrainResult
+        One per seed, in order.
+    loaded : list of int
+        Indices of the students read from ``folder``.
+    """
+    path = (lambda i: Path(folder) / f"{name}-{i:03d}.npz") if folder is not None else None
+    done: dict[int, TrainResult] = {}
+    for i, seed in enumerate(seeds):
+        if path is not None and path(i).is_file():
+            with np.load(path(i), allow_pickle=False) as f:
+                res = TrainResult.from_arrays(f)
+            if res.spec == spec and res.seed == seed and not res.failed:  # a failed one is retried
+                done[i] = res
+    loaded = sorted(done)
+    todo = [i for i in range(len(seeds)) if i not in done]
+
+    def finished(j: int, res: TrainResult) -> None:
+        if path is not None:
+            atomic_save_npz(path(todo[j]), **res.to_arrays())
+        if on_result is not None:
+            on_result(todo[j], res)
+
+    if todo:
+        picked = None if theta0s is None else [theta0s[i] for i in todo]
+        new = train_students(spec, X, y, [seeds[i] for i in todo], backend, budget, theta0s=picked,
+                             on_result=finished, **kwargs)
+        done.update(zip(todo, new))
+    return [done[i] for i in range(len(seeds))], loaded
