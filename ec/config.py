@@ -198,6 +198,15 @@ def _backend(name: str) -> str:
     return name
 
 
+def gamma_n_problem(gamma: float, n_students: int) -> str | None:
+    """The message for a gamma and N whose big clusters would hold a single neuron (a schema
+    cross-check: the clustering refuses them, and only after the students were trained)."""
+    if math.ceil(gamma * n_students - 1e-9) < 2:
+        return (f"--gamma={gamma} with --n-students={n_students}: a cluster needs ceil(gamma*N) >= 2 neurons; "
+                "raise gamma or N")
+    return None
+
+
 # Parameters shared by several commands: defined once here, composed into each schema.
 SEED = Param("seed", int, 0, "Seed of every random choice (teacher, data, students).", ">= 0", lambda s: s >= 0)
 N_STUDENTS = Param("n_students", int, 20, "Number of students N.", ">= 1", lambda n: n >= 1)

@@ -34,7 +34,8 @@ from typing import Callable
 
 import numpy as np
 
-from .config import ACTIVATION, BETA, GAMMA, N_STUDENTS, OUT, RHO, SEED, ConfigError, Param, Schema, parse_int_list
+from .config import (ACTIVATION, BETA, GAMMA, N_STUDENTS, OUT, RHO, SEED, ConfigError, Param, Schema,
+                     gamma_n_problem, parse_int_list)
 from .data import DATASET_NAMES, MASK_METHODS, ImageDataset, load_dataset, pixel_mask
 from .image_teachers import ImageTeacher, accuracy, train_image_teacher
 from .io import atomic_save_npz, atomic_write_json
@@ -129,6 +130,7 @@ MNIST = Schema(
         THREADS,
         OUT,
     ),
+    cross_checks=(lambda cfg: gamma_n_problem(cfg["gamma"], cfg["n_students"]),),
 )
 
 TEACHER = Schema(

@@ -18,7 +18,7 @@ from typing import Callable
 
 from .cluster import LayerClusters
 from .config import ACTIVATION, BACKEND, BETA, GAMMA, JOBS, N_STUDENTS, OUT, RHO, SEED, ConfigError, Param, Schema
-from .config import parse_int_list
+from .config import gamma_n_problem, parse_int_list
 from .io import atomic_write_json
 from .layerwise import compare_layers
 from .metrics import compare_networks
@@ -33,11 +33,7 @@ EXACT_RMSE = 1e-10
 
 
 def _gamma_n_check(cfg: dict) -> str | None:
-    n = n_students(cfg)
-    if math.ceil(cfg["gamma"] * n - 1e-9) < 2:
-        return (f"--gamma={cfg['gamma']} with --n-students={n}: a cluster needs ceil(gamma*N) >= 2 neurons; "
-                "raise gamma or N")
-    return None
+    return gamma_n_problem(cfg["gamma"], n_students(cfg))
 
 
 def _width_check(cfg: dict) -> str | None:

@@ -74,6 +74,8 @@ def test_schema_defaults_and_bad_values():
         (["mnist", "--n-train", "-3"], 2, "--n-train=-3 is not allowed"),
         (["mnist", "--mask", "lasso"], 2, "allowed: variance, importance, boruta, none"),
         (["teacher", "--r", "0"], 2, "--r"),
+        # Refused before any training: ceil(0.3 * 3) = 1 neuron cannot show alignment.
+        (["mnist", "--gamma", "0.3", "--n-students", "3"], 2, "--gamma=0.3 with --n-students=3"),
         # A GPU that is not there: said at once (no GPU here, or fewer than 8 on a GPU machine).
         (["mnist", "--device", "cuda:7"], 2, "--device: device='cuda:7'"),
         (["teacher", "--device", "cuda:7"], 2, "--device: device='cuda:7'"),
