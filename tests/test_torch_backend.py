@@ -152,6 +152,18 @@ def test_train_students_front_door_and_availability():
     assert get_backend("torch").batched
 
 
+def test_cached_students_are_reloaded_and_the_batch_checkpointed(tmp_path):
+    from ec.train.cached import train_students_cached
+
+    kw = dict(budget=Budget(max_epochs=3), batch_size=64, dtype="float64")
+    first, loaded = train_students_cached(tmp_path, SPEC, X, Y, [1, 2], "torch", **kw)
+    assert loaded == [] and len(list(tmp_path.glob("student-0*.npz"))) == 2
+    assert (tmp_path / "student-batch.ckpt.npz").is_file()  # an interrupted batch resumes from it
+    again, loaded = train_students_cached(tmp_path, SPEC, X, Y, [1, 2], "torch", **kw)
+    assert loaded == [0, 1]
+    assert all(np.array_equal(a.params, b.params) and a.loss == b.loss for a, b in zip(first, again))
+
+
 def test_bad_options_raise_clear_errors():
     with pytest.raises(ValueError, match="batch_size=0"):
         TorchTrainer(batch_size=0)

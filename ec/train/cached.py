@@ -8,6 +8,7 @@ instead of stale students.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from pathlib import Path
 from typing import Callable, Sequence
@@ -16,7 +17,7 @@ import numpy as np
 
 from ..io import atomic_save_npz
 from ..mlp import MLPSpec
-from .base import Budget, TrainResult, train_students
+from .base import Budget, TrainResult, _backend_class, train_students
 
 Array = np.ndarray
 
@@ -51,7 +52,10 @@ def train_students_cached(
 
     Each student is written to ``folder/<name>-NNN.npz`` (atomically) as it finishes; a
     file already there with the same architecture and seed, and not failed, is loaded
-    instead of training that student again. ``folder=None`` saves nothing.
+    instead of training that student again. A backend that trains its students as one
+    batch and takes a ``checkpoint`` option (torch) checkpoints that batch in
+    ``folder/<name>-batch.ckpt.npz``, so an interrupted batch resumes too, unless the caller
+    names another checkpoint. ``folder=None`` saves nothing.
 
     Parameters
     ----------
@@ -87,6 +91,9 @@ def train_students_cached(
             on_result(todo[j], res)
 
     if todo:
+        cls = _backend_class(backend)
+        if path is not None and cls.batched and "checkpoint" in inspect.signature(cls).parameters:
+            kwargs.setdefault("checkpoint", Path(folder) / f"{name}-batch.ckpt.npz")
         picked = None if theta0s is None else [theta0s[i] for i in todo]
         new = train_students(spec, X, y, [seeds[i] for i in todo], backend, budget, theta0s=picked,
                              on_result=finished, **kwargs)
