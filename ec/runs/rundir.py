@@ -23,7 +23,6 @@ invocations: more students are trained only where missing.
 from __future__ import annotations
 
 import json
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,7 @@ from ..io import atomic_save_npz, atomic_write_json, atomic_write_text
 from ..mlp import MLPSpec
 from ..teachers import Teacher
 from ..train import TrainResult
+from ..train.cached import load_students
 
 Array = np.ndarray
 
@@ -120,27 +120,9 @@ class RunDir:
         atomic_save_npz(self.student_path(index), **result.to_arrays())
 
     def load_students(self, n: int, spec: MLPSpec | None = None, seeds=None) -> dict[int, TrainResult]:
-        """Saved students ``0..n-1`` that are readable and match ``spec`` and ``seeds``.
-
-        A file that cannot be read or belongs to another architecture or seed is ignored
-        (the student is trained again and the file overwritten).
-        """
-        found = {}
-        for i in range(n):
-            path = self.student_path(i)
-            if not path.is_file():
-                continue
-            try:
-                with np.load(path, allow_pickle=False) as f:
-                    res = TrainResult.from_arrays(f)
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError):
-                continue
-            if spec is not None and res.spec != spec:
-                continue
-            if seeds is not None and res.seed != seeds[i]:
-                continue
-            found[i] = res
-        return found
+        """Saved students ``0..n-1`` that are readable and match ``spec`` and ``seeds``
+        (:func:`ec.train.cached.load_students`)."""
+        return load_students(self.student_path, n, spec, seeds)
 
     # -- results ------------------------------------------------------------------------
 

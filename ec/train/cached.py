@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import zipfile
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -32,6 +33,26 @@ def run_key(*arrays: Array, **config) -> str:
         h.update(memoryview(a).cast("B"))
     h.update(json.dumps(config, sort_keys=True, default=lambda v: None if callable(v) else repr(v)).encode())
     return h.hexdigest()[:16]
+
+
+def load_students(path_of: Callable[[int], Path], n: int, spec: MLPSpec | None = None,
+                  seeds: Sequence[int] | None = None) -> dict[int, TrainResult]:
+    """Saved students ``0..n-1`` (``path_of(i)``) that are readable and match ``spec`` and
+    ``seeds``; a missing, unreadable or mismatched file is left out (that student is trained
+    again and its file overwritten)."""
+    found = {}
+    for i in range(n):
+        path = path_of(i)
+        if not path.is_file():
+            continue
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                res = TrainResult.from_arrays(f)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError):
+            continue
+        if (spec is None or res.spec == spec) and (seeds is None or res.seed == seeds[i]):
+            found[i] = res
+    return found
 
 
 def train_students_cached(
@@ -74,13 +95,8 @@ def train_students_cached(
         Indices of the students read from ``folder``.
     """
     path = (lambda i: Path(folder) / f"{name}-{i:03d}.npz") if folder is not None else None
-    done: dict[int, TrainResult] = {}
-    for i, seed in enumerate(seeds):
-        if path is not None and path(i).is_file():
-            with np.load(path(i), allow_pickle=False) as f:
-                res = TrainResult.from_arrays(f)
-            if res.spec == spec and res.seed == seed and not res.failed:  # a failed one is retried
-                done[i] = res
+    saved = load_students(path, len(seeds), spec, seeds) if path is not None else {}
+    done = {i: res for i, res in saved.items() if not res.failed}  # a failed one is retried
     loaded = sorted(done)
     todo = [i for i in range(len(seeds)) if i not in done]
 
