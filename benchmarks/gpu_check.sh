@@ -10,7 +10,9 @@
 #   3. bench_torch.py --part profile: where the time of an Adam step goes on the GPU;
 #   4. the deep MNIST recovery of the README (784-8-8-10, `ec mnist --r 8-8 ...`) on the GPU,
 #      with the teacher file $DEEP_TEACHER when given (the README's run used one);
-#   5. bench_torch.py --part reach on the GPU: epochs to Table 1's RMSE level.
+#   5. bench_torch.py --part reach on the GPU: epochs to Table 1's RMSE level;
+#   6. opt-in (ONLY=deep3): the paper's deep MNIST teacher 784-30-30-30-10 (Fig. 6A: N = 50,
+#      rho = 3, gamma 0.5, beta pi/5), students for $DEEP3_EPOCHS epochs (default 25000).
 #
 # Usage: OUT=dir DEEP_TEACHER=teacher-8-8.npz bash benchmarks/gpu_check.sh
 #        ONLY=deep,reach bash benchmarks/gpu_check.sh       (some steps: tests devices profile deep reach)
@@ -70,6 +72,16 @@ if want reach; then
 step "bench_torch reach"
 timeout "${REACH_S:-80}" python3 benchmarks/bench_torch.py --part reach --device cuda --reach-r 64 --reach-n 10 \
     --time-budget "${REACH_BUDGET_S:-60}" 2>&1 | tee -a "$LOG"
+fi
+
+if [[ ",${ONLY:-}," == *",deep3,"* ]]; then
+step "deep MNIST 784-30-30-30-10 (paper Fig. 6A)"
+timeout "${DEEP3_S:-540}" "${ec[@]}" mnist --act g --r 30-30-30 --rho 3 --n-students 50 --gamma 0.5 --beta pi/5 \
+    --max-epochs "${DEEP3_EPOCHS:-25000}" --finetune-epochs 2000 --eval-datasets none --n-train 0 --device cuda \
+    --out /tmp/ec-gpu-deep3 > "$OUT/deep3_mnist.log" 2>&1
+echo "exit $?" | tee -a "$LOG"
+tail -12 "$OUT/deep3_mnist.log" | tee -a "$LOG"
+[ -f /tmp/ec-gpu-deep3/report.json ] && cp /tmp/ec-gpu-deep3/report.json "$OUT/deep3_mnist_report.json"
 fi
 
 cp benchmarks/results/torch_devices.csv benchmarks/results/torch_profile-cuda.txt \
