@@ -66,16 +66,18 @@ def check_cache_trainer(cache: Path) -> None:
                          "pass another --cache or delete that folder")
 
 
-def cached_students(cache: Path, name: str, spec: MLPSpec, X, y, seeds, cpu: float, jobs: int) -> list[TrainResult]:
-    """Train (or load) one flow student per seed; each is saved as soon as it finishes
-    (failed ones too, for the record, but a rerun trains those again)."""
+def cached_students(cache: Path, name: str, spec: MLPSpec, X, y, seeds, cpu: float, jobs: int,
+                    theta0s=None) -> list[TrainResult]:
+    """Train (or load) one flow student per seed (from ``theta0s`` when given: continued
+    training); each is saved as soon as it finishes (failed ones too, for the record, but a
+    rerun trains those again)."""
     check_cache_trainer(cache)
 
     def report(i, res):
         print(f"  {name} {i}: loss {res.loss:.2e} ({res.stop_reason}, {res.seconds:.0f} s)", flush=True)
 
     results, _ = train_students_cached(cache, spec, X, y, seeds, "flow", budget(cpu), n_jobs=jobs, on_result=report,
-                                       name=name, **FLOW)
+                                       name=name, theta0s=theta0s, **FLOW)
     return results
 
 
@@ -88,6 +90,8 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=3000)
     ap.add_argument("--n-test", type=int, default=10_000)
     ap.add_argument("--student-cpu", type=float, default=60.0, help="CPU seconds per original / direct student")
+    ap.add_argument("--extra-cpu", type=float, default=0.0,
+                    help="continue the original students for this many more CPU seconds each (cached apart)")
     ap.add_argument("--retrain-cpu", type=float, default=30.0, help="CPU seconds per retrained student")
     ap.add_argument("--finetune-cpu", type=float, default=60.0)
     ap.add_argument("--gamma", type=float, default=0.5)
@@ -103,7 +107,8 @@ def main() -> None:
     widths = tuple(int(round(args.rho * r)) for r in teacher.spec.hidden_sizes)
     arch = "-".join(map(str, args.layers))
     students_tag = f"{arch}-s{args.seed}-rho{args.rho:g}-n{args.n_train}-cpu{args.student_cpu:g}"
-    tag = f"{students_tag}-N{args.n}-g{args.gamma:g}-b{math.degrees(args.beta):.3g}deg"
+    extra_tag = f"{students_tag}+{args.extra_cpu:g}" if args.extra_cpu else students_tag
+    tag = f"{extra_tag}-N{args.n}-g{args.gamma:g}-b{math.degrees(args.beta):.3g}deg"
     cache = args.cache / students_tag
     cache.mkdir(parents=True, exist_ok=True)
 
@@ -111,12 +116,16 @@ def main() -> None:
         widths, n_students=args.n, gamma=args.gamma, beta=args.beta, backend="flow", n_jobs=args.jobs,
         budget=budget(args.student_cpu), retrain_budget=budget(args.retrain_cpu),
         finetune_budget=Budget(ode_steps=0, ode_time=0.0, optim_steps=10**9, optim_time=args.finetune_cpu),
-        backend_options=FLOW, retrain_dir=cache / "retrained",
+        backend_options=FLOW, retrain_dir=args.cache / extra_tag / "retrained",
         progress=lambda event, **info: print(f"[{info['name']}]", flush=True) if event == "stage" else None,
     )
     spec = est.student_spec(teacher.spec.d_in, teacher.spec.d_out)
     print(f"teacher {teacher.spec.layer_sizes} seed {args.seed}; {args.n} students {spec.layer_sizes}", flush=True)
     students = cached_students(cache, "student", spec, X, y, est.student_seeds(), args.student_cpu, args.jobs)
+    if args.extra_cpu:
+        print(f"continuing the students for {args.extra_cpu:g} CPU-s each", flush=True)
+        students = cached_students(args.cache / extra_tag, "student", spec, X, y, est.student_seeds(), args.extra_cpu,
+                                   args.jobs, theta0s=[s.params for s in students])
     error, summary, table = None, None, pd.DataFrame()
     try:
         est.fit(X, y, students=students)
