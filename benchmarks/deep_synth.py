@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ec.config import parse_angle, parse_int_list
+from ec.config import parse_angle, parse_float_list, parse_int_list
 from ec.io import atomic_write_json, atomic_write_text
 from ec.layerwise import LayerwiseExpandAndCluster, compare_layers
 from ec.reconstruct import ReconstructionError
@@ -90,8 +90,9 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=3000)
     ap.add_argument("--n-test", type=int, default=10_000)
     ap.add_argument("--student-cpu", type=float, default=60.0, help="CPU seconds per original / direct student")
-    ap.add_argument("--extra-cpu", type=float, default=0.0,
-                    help="continue the original students for this many more CPU seconds each (cached apart)")
+    ap.add_argument("--extra-cpu", type=parse_float_list, default=(),
+                    help="continue the original students for this many more CPU seconds each (cached apart); "
+                         "a list 300,1000 continues twice, the second time from the first continuation")
     ap.add_argument("--retrain-cpu", type=float, default=30.0, help="CPU seconds per retrained student")
     ap.add_argument("--finetune-cpu", type=float, default=60.0)
     ap.add_argument("--gamma", type=float, default=0.5)
@@ -107,7 +108,8 @@ def main() -> None:
     widths = tuple(int(round(args.rho * r)) for r in teacher.spec.hidden_sizes)
     arch = "-".join(map(str, args.layers))
     students_tag = f"{arch}-s{args.seed}-rho{args.rho:g}-n{args.n_train}-cpu{args.student_cpu:g}"
-    extra_tag = f"{students_tag}+{args.extra_cpu:g}" if args.extra_cpu else students_tag
+    extra_tags = [students_tag + "".join(f"+{e:g}" for e in args.extra_cpu[:k + 1]) for k in range(len(args.extra_cpu))]
+    extra_tag = extra_tags[-1] if extra_tags else students_tag
     tag = f"{extra_tag}-N{args.n}-g{args.gamma:g}-b{math.degrees(args.beta):.3g}deg"
     cache = args.cache / students_tag
     cache.mkdir(parents=True, exist_ok=True)
@@ -122,9 +124,9 @@ def main() -> None:
     spec = est.student_spec(teacher.spec.d_in, teacher.spec.d_out)
     print(f"teacher {teacher.spec.layer_sizes} seed {args.seed}; {args.n} students {spec.layer_sizes}", flush=True)
     students = cached_students(cache, "student", spec, X, y, est.student_seeds(), args.student_cpu, args.jobs)
-    if args.extra_cpu:
-        print(f"continuing the students for {args.extra_cpu:g} CPU-s each", flush=True)
-        students = cached_students(args.cache / extra_tag, "student", spec, X, y, est.student_seeds(), args.extra_cpu,
+    for extra, folder in zip(args.extra_cpu, extra_tags):
+        print(f"continuing the students for {extra:g} CPU-s each ({folder})", flush=True)
+        students = cached_students(args.cache / folder, "student", spec, X, y, est.student_seeds(), extra,
                                    args.jobs, theta0s=[s.params for s in students])
     error, summary, table = None, None, pd.DataFrame()
     try:

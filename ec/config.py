@@ -51,6 +51,15 @@ def parse_int_list(value) -> tuple[int, ...]:
     return tuple(int(p) for p in parts)
 
 
+def parse_float_list(value) -> tuple[float, ...]:
+    """``"300,1000"``, one number or a TOML list of numbers (``-`` is a sign here, not a separator)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(float(v) for v in value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (float(value),)
+    return tuple(float(p) for p in re.split(r"[, ]+", str(value).strip()) if p)
+
+
 @dataclass(frozen=True)
 class Param:
     """One parameter.

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from ec.config import ACTIVATION, BETA, GAMMA, RHO, SEED, ConfigError, Schema, parse_angle, parse_int_list
+from ec.config import ACTIVATION, BETA, GAMMA, RHO, SEED, ConfigError, Schema, parse_angle, parse_float_list, parse_int_list
 
 SCHEMA = Schema("demo", (SEED, RHO, GAMMA, BETA, ACTIVATION))
 
@@ -52,6 +52,9 @@ def test_parsers():
     assert parse_int_list("8-4-2-1") == (8, 4, 2, 1)
     assert parse_int_list([2, 4]) == (2, 4)
     assert parse_int_list("2,4, 8") == (2, 4, 8)
+    assert parse_float_list("300,1000") == (300.0, 1000.0)
+    assert parse_float_list("1e-3 -2.5") == (1e-3, -2.5)
+    assert parse_float_list(60) == (60.0,) and parse_float_list([1, 2.5]) == (1.0, 2.5)
 
 
 def test_click_options_generated_from_schema():
