@@ -259,3 +259,19 @@ def test_prune_inactive_folds_constant_neurons_into_the_bias():
     pruned, removed = prune_inactive(layer, X, "tanh")
     assert removed == [2, 4] and len(pruned.b) == 4
     np.testing.assert_allclose(pruned(X, "tanh"), layer(X, "tanh"), atol=1e-12)
+
+
+def test_dendrogram_title_counts_folded_clusters(tmp_path, monkeypatch):
+    import dataclasses
+
+    import ec.plots.synth as plots
+
+    _, students, _ = planted_students("g")
+    clusters = cluster_layer(NeuronTable.from_students(students), "g", 0.8, BETA)
+    titles = []
+    monkeypatch.setattr(plots, "save_png", lambda fig, path: titles.append(fig.axes[0].get_title()))
+    plots.plot_dendrogram(clusters, tmp_path / "d.png")
+    pruned = dataclasses.replace(clusters, info={**clusters.info, "pruned": [0, 2]})
+    plots.plot_dendrogram(pruned, tmp_path / "d.png")
+    assert titles[0].startswith(f"{clusters.n_kept} clusters kept (")
+    assert titles[1].startswith(f"{clusters.n_kept} clusters kept, 2 of them folded into the bias (")

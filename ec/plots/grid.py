@@ -19,20 +19,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
 
-from ..io import atomic_write_bytes  # noqa: E402
+from . import save_png  # noqa: E402
 
 LOG_FLOOR = -16.0  # log10 loss shown at the bottom of the colour scale
 CMAP = "viridis"
 _GAP = 1.5  # blank columns / rows between cells
-
-
-def save_png(fig, path) -> Path:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
 
 
 def _log_values(values: pd.Series) -> np.ndarray:
@@ -115,7 +106,7 @@ def plot_students(students: pd.DataFrame, rhos, cfg: dict, path) -> Path:
         sc = _dot_panel(ax, df, cfg, "student", "loss", n_cols, norm, size)
         ax.set_title(f"students, rho = {rho} (m = {rho}r)")
     _colourbar(fig, sc, axes[0].tolist(), f"log10 training loss (<= {np.log10(cfg['zero_loss']):.0f}: zero loss)")
-    return save_png(fig, path)
+    return save_png(fig, path, dpi=130)
 
 
 def plot_reconstructions(recon: pd.DataFrame, cfg: dict, path) -> Path:
@@ -138,4 +129,4 @@ def plot_reconstructions(recon: pd.DataFrame, cfg: dict, path) -> Path:
         ax.scatter(x, y, s=area, marker="s", facecolors="none", edgecolors="red", linewidths=1.2)
     ax.set_title(f"after Expand-and-Cluster, rho = {', '.join(map(str, rhos))}\n(red outline: wrong width m̂ != r)")
     _colourbar(fig, sc, ax, f"log10 test RMSE (<= {np.log10(cfg['recovered_rmse']):.0f}: recovered)")
-    return save_png(fig, path)
+    return save_png(fig, path, dpi=130)

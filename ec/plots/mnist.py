@@ -8,18 +8,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ..io import atomic_write_bytes
+from . import save_png
 
 Array = np.ndarray
-
-
-def _save(fig, path: Path) -> Path:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
 
 
 def _image(vector: Array, image_shape) -> Array:
@@ -39,7 +30,7 @@ def plot_mask(mask: Array, image_shape, path) -> Path:
     ax.set_title(f"mask: {int(mask.sum())}/{mask.size} inputs", fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
-    return _save(fig, Path(path))
+    return save_png(fig, path)
 
 
 def plot_neuron_pairs(teacher, spec, theta, rows: list[dict], image_shape, path, max_neurons: int = 16) -> Path:
@@ -60,7 +51,7 @@ def plot_neuron_pairs(teacher, spec, theta, rows: list[dict], image_shape, path,
         axes[1, j].set_title(f"d={row['cos_dist']:.1e}", fontsize=7)
     axes[0, 0].set_ylabel("teacher", fontsize=8)
     axes[1, 0].set_ylabel("reconstructed", fontsize=8)
-    return _save(fig, Path(path))
+    return save_png(fig, path)
 
 
 def plot_alignment(rows: list[dict], path) -> Path:
@@ -74,7 +65,7 @@ def plot_alignment(rows: list[dict], path) -> Path:
     ax.set_xlabel("teacher neuron (by output-weight norm)")
     ax.set_ylabel("cosine distance")
     ax.set_title("alignment of matched neurons (red: opposite sign)", fontsize=9)
-    return _save(fig, Path(path))
+    return save_png(fig, path)
 
 
 def plot_student_curves(students, path) -> Path:
@@ -89,4 +80,4 @@ def plot_student_curves(students, path) -> Path:
     ax.set_ylabel("training MSE")
     if len(students) <= 10:
         ax.legend(fontsize=7)
-    return _save(fig, Path(path))
+    return save_png(fig, path)

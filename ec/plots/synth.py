@@ -4,7 +4,6 @@ the chosen cut (paper Fig. 3B/C), and the alignment of reconstructed vs teacher 
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import matplotlib.pyplot as plt  # ec/plots/__init__.py, imported first, selected Agg
@@ -14,7 +13,7 @@ from scipy.cluster.hierarchy import dendrogram
 from scipy.spatial.distance import squareform
 
 from ..cluster import LayerClusters
-from ..io import atomic_write_bytes
+from . import save_png
 
 KEPT, SMALL, UNALIGNED, ABOVE = "tab:green", "tab:blue", "tab:red", "0.6"
 # Above this many neurons the similarity image shows every k-th neuron only.
@@ -54,9 +53,11 @@ def plot_dendrogram(clusters: LayerClusters, path: str | Path, title: str = "") 
     ax.set_ylabel(f"{clusters.metric} distance" + (" (up to sign)" if clusters.sign_invariant else "")
                   + f", 0 drawn at {_FLOOR:.0e}")
     ax.set_xlabel(f"{n} student neurons")
-    ax.set_title(title or f"{clusters.n_kept} clusters kept (gamma={clusters.gamma:g}, beta={clusters.beta:.3g} rad)")
+    pruned = len(clusters.info.get("pruned", []))  # constant/zero-type clusters folded after the cut
+    kept = f"{clusters.n_kept} clusters kept" + (f", {pruned} of them folded into the bias" if pruned else "")
+    ax.set_title(title or f"{kept} (gamma={clusters.gamma:g}, beta={clusters.beta:.3g} rad)")
     ax.legend(loc="upper right", fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_similarity(clusters: LayerClusters, path: str | Path, title: str = "") -> Path:
@@ -83,7 +84,7 @@ def plot_similarity(clusters: LayerClusters, path: str | Path, title: str = "") 
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title or f"student neurons ({n}" + (f", every {step}th" if step > 1 else "") + ")")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_alignment(rows: list[dict], path: str | Path, excess: int = 0, title: str = "") -> Path:
@@ -100,12 +101,4 @@ def plot_alignment(rows: list[dict], path: str | Path, excess: int = 0, title: s
         ax.set_ylabel(f"{label} (0 drawn at {_FLOOR:.0e})")
         ax.set_xticks(idx)
     fig.suptitle(title or f"{len(rows)} matched neurons, {excess} in excess")
-    return _save(fig, path)
-
-
-def _save(fig, path) -> Path:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return save_png(fig, path)

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..teachers import INPUT_HALF_WIDTH, Teacher  # noqa: E402
-from .grid import save_png  # noqa: E402
+from . import save_png  # noqa: E402
 
 SIGN_COLOURS = {1.0: "tab:red", -1.0: "tab:blue"}
 
@@ -76,4 +76,4 @@ def plot_teachers(teachers: list[Teacher], path, titles: list[str] | None = None
     handles = [plt.Line2D([], [], color=c, ls="--", label=f"a {'> 0' if s > 0 else '< 0'}") for s, c in SIGN_COLOURS.items()]
     fig.subplots_adjust(bottom=0.14)
     fig.legend(handles=handles, loc="lower center", ncol=2, frameon=False, bbox_to_anchor=(0.5, 0.0))
-    return save_png(fig, path)
+    return save_png(fig, path, dpi=130)
