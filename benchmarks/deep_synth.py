@@ -97,6 +97,10 @@ def main() -> None:
     ap.add_argument("--finetune-cpu", type=float, default=60.0)
     ap.add_argument("--gamma", type=float, default=0.5)
     ap.add_argument("--beta", type=parse_angle, default="pi/5")
+    ap.add_argument("--reexpand", type=int, default=0,
+                    help="free neurons per student to look for missed neurons after each bias filter (0: off)")
+    ap.add_argument("--reexpand-cpu", type=float, default=None,
+                    help="CPU seconds per re-expansion student (default: --retrain-cpu)")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--cache", type=Path, default=Path("runs") / "deep_synth_cache")
     ap.add_argument("--no-direct", action="store_true", help="skip direct training at the teacher's size")
@@ -111,6 +115,8 @@ def main() -> None:
     extra_tags = [students_tag + "".join(f"+{e:g}" for e in args.extra_cpu[:k + 1]) for k in range(len(args.extra_cpu))]
     extra_tag = extra_tags[-1] if extra_tags else students_tag
     tag = f"{extra_tag}-N{args.n}-g{args.gamma:g}-b{math.degrees(args.beta):.3g}deg"
+    if args.reexpand:
+        tag += f"-rx{args.reexpand}" + (f"-cpu{args.reexpand_cpu:g}" if args.reexpand_cpu else "")
     cache = args.cache / students_tag
     cache.mkdir(parents=True, exist_ok=True)
 
@@ -118,7 +124,8 @@ def main() -> None:
         widths, n_students=args.n, gamma=args.gamma, beta=args.beta, backend="flow", n_jobs=args.jobs,
         budget=budget(args.student_cpu), retrain_budget=budget(args.retrain_cpu),
         finetune_budget=Budget(ode_steps=0, ode_time=0.0, optim_steps=10**9, optim_time=args.finetune_cpu),
-        backend_options=FLOW, retrain_dir=args.cache / extra_tag / "retrained",
+        backend_options=FLOW, retrain_dir=args.cache / extra_tag / "retrained", reexpand=args.reexpand,
+        reexpand_budget=budget(args.reexpand_cpu) if args.reexpand_cpu else None,
         progress=lambda event, **info: print(f"[{info['name']}]", flush=True) if event == "stage" else None,
     )
     spec = est.student_spec(teacher.spec.d_in, teacher.spec.d_out)
@@ -158,6 +165,7 @@ def main() -> None:
         rows = [{"layer": l + 1, **L} for l, L in enumerate(summary["layers"])]
         for row, L in zip(rows, est.report_["layers"]):
             row["removed_by_bias_filter"] = len(L.get("bias_filter", {}).get("removed", []))
+            row["added_by_reexpand"] = sum(L.get("reexpand", {}).get("added", []))
         table = pd.DataFrame(rows)
         print("per hidden layer:")
         print(table.to_string(index=False))

@@ -20,6 +20,9 @@ For the hidden layers ``l = 1 .. L`` of N overparameterised students, in order:
    too, so a removal must not cost fit: when the best retrained loss rises more than
    ``removal_loss_factor`` (10x) after a removal, the neuron is put back and the filter
    stops. The biases of the reconstructed layers are then those of the lowest-loss student.
+   With ``reexpand=k`` (not in the paper), :mod:`ec.reexpand` then looks for neurons the
+   clustering missed, with ``k`` free neurons beside the filtered layer, and the filter
+   runs again on the grown layer.
 3. At ``l = L`` the collapsed outgoing weights, with a least-squares bias, are the output
    layer.
 
@@ -220,6 +223,8 @@ def fit_layerwise(
     bias_fraction: float = BIAS_FRACTION,
     removal_loss_factor: float = REMOVAL_LOSS_FACTOR,
     fold_tol: float = FOLD_TOL,
+    reexpand: int = 0,
+    reexpand_budget: Budget | None = None,
 ) -> ExpandAndCluster:
     """Layer-wise Expand-and-Cluster with retraining; sets ``est``'s fitted attributes.
 
@@ -241,6 +246,13 @@ def fit_layerwise(
         removal (``inf``: never).
     fold_tol : float
         Tolerance of :func:`fold_constant_neurons` before the final fine-tune.
+    reexpand : int
+        After each bias filter, look for neurons the clustering missed with this many free
+        neurons per retrained student (:func:`ec.reexpand.reexpand_layer`; not in the
+        paper), and filter the grown layer again. 0: off, the paper's procedure.
+    reexpand_budget : Budget, optional
+        Per-student budget of the re-expansion (default: ``retrain_budget``); its free
+        neurons start small and need more than a retraining.
 
     Sets
     ----
@@ -254,8 +266,8 @@ def fit_layerwise(
         One per hidden layer.
     report_ : dict
         ``layer_sizes``, ``m_hat`` (per hidden layer), ``layers`` (per layer: clustering
-        details, ``bias_filter`` with the spread and removed neurons, ``student_losses`` of
-        the students it was clustered from), ``folded`` (before the fine-tune) and
+        details, ``bias_filter`` with the spread and removed neurons, ``reexpand`` (with
+        ``reexpand``), ``student_losses`` of the students it was clustered from), ``folded`` (before the fine-tune) and
         ``folded_after_finetune`` (indices into the network after the first fold), ``train_loss``
         per stage, ``train_rmse``, ``seconds``.
 
@@ -285,6 +297,11 @@ def fit_layerwise(
             t0 = time.perf_counter()
             current, filt = retrain_and_filter(est, X, y, fixed, widths[l:], l, retrain_budget, bias_std_max,
                                                bias_fraction, removal_loss_factor)
+            if reexpand:
+                current, filt = _reexpand_and_filter(est, X, y, fixed, widths[l:], l, current, filt, reexpand,
+                                                     reexpand_budget or retrain_budget, gammas[l - 1], betas[l - 1],
+                                                     layer_reports[l - 1], (retrain_budget, bias_std_max,
+                                                                            bias_fraction, removal_loss_factor))
             seconds["retrain"] += time.perf_counter() - t0
             retrained.append(current)
             layer_reports[l - 1]["bias_filter"] = filt
@@ -373,6 +390,34 @@ def fit_layerwise(
     return est
 
 
+def _reexpand_and_filter(est, X, y, fixed, upper_widths, stage, students, filt, n_free, budget, gamma, beta,
+                         layer_report, filter_args):
+    """Re-expansion after a bias filter (:mod:`ec.reexpand`), then the filter again with the
+    added neurons protected; returns the students and filter report to go on with.
+
+    A neuron the filter's guard put back is left out while the free neurons search: the
+    layer needed *something* in its place, and that something is what they look for (a
+    spurious stand-in also lures them into using it). If they find nothing, it returns.
+    """
+    from .reexpand import reexpand_layer  # it builds on this module's stage helpers
+
+    before = fixed[-1]
+    reference = min(s.loss for s in _usable(students))
+    if filt["restored"] is not None:
+        drop = filt["history"][-2]["neurons"].index(filt["restored"])
+        fixed[-1] = (np.delete(before[0], drop, axis=0), np.delete(before[1], drop))
+        reference = filt["history"][-1]["best_loss"]
+    grown = reexpand_layer(est, X, y, fixed, upper_widths, stage, budget, n_free, gamma, beta, reference)
+    layer_report["reexpand"] = {**grown, "left_out": filt["restored"], "bias_filter_before": filt}
+    n_added = sum(grown["added"])
+    if not n_added:
+        fixed[-1] = before
+        return students, filt
+    width = len(fixed[-1][1])
+    return retrain_and_filter(est, X, y, fixed, upper_widths, stage, *filter_args,
+                              protected=range(width - n_added, width))
+
+
 def retrain_and_filter(
     est: ExpandAndCluster,
     X: Array,
@@ -384,6 +429,7 @@ def retrain_and_filter(
     bias_std_max: float = BIAS_STD_MAX,
     bias_fraction: float = BIAS_FRACTION,
     removal_loss_factor: float = REMOVAL_LOSS_FACTOR,
+    protected: Sequence[int] = (),
 ) -> tuple[list[TrainResult], dict]:
     """Train the N students of ``stage`` and apply the A.3 bias filter to the last fixed layer.
 
@@ -413,6 +459,11 @@ def retrain_and_filter(
         ``len(fixed)``; picks the seeds.
     budget : Budget or None
     bias_std_max, bias_fraction, removal_loss_factor : float
+    protected : sequence of int
+        Neurons of the last fixed layer the filter never removes (those re-expansion added:
+        they made the fit at least ten times better, stronger evidence than the bias spread
+        of briefly retrained students, which is large for a neuron active on a small part
+        of the data, whose bias trades off against its outgoing weight).
 
     Returns
     -------
@@ -441,34 +492,9 @@ def retrain_and_filter(
         spec = MLPSpec((X.shape[1], *(len(bb) for _, bb in fixed), *upper_widths, y.shape[1]), est.activation)
         seeds = stage_seeds(est.seed, stage, int(est.n_students))
         theta0s = [stage_init(spec, fixed, s) for s in seeds]
-        mask = fixed_weights_mask(spec, len(fixed))
-        options = est.backend_options or {}
-        folder = None
-        if est.retrain_dir is not None:
-            key = run_key(X, y, np.stack(theta0s), mask, sizes=spec.layer_sizes, activation=est.activation,
-                          backend=est.backend, budget=budget, options=options)
-            folder = Path(est.retrain_dir) / f"stage{stage}-{key}"
-        est._emit("stage", name=f"retrain with {stage} fixed layer(s) {spec.layer_sizes} (round {rounds})")
-        est._emit("stage", name="students", total=len(seeds), done=0)
-        n_done = 0
-
-        def finished(i, res, resumed=False):
-            nonlocal n_done
-            n_done += 1
-            est._emit("student", index=i, result=res, done=n_done, total=len(seeds), resumed=resumed)
-
-        results, loaded = train_students_cached(
-            folder, spec, X, y, seeds, backend=est.backend, budget=budget, n_jobs=est.n_jobs, theta0s=theta0s,
-            trainable=mask, on_result=finished, **options,
-        )
-        for i in loaded:
-            finished(i, results[i], resumed=True)
-        results = [_restore_fixed(r, t, mask, X, y) for r, t in zip(results, theta0s)]
-        usable = _usable(results)
-        if len(usable) < 2:
-            raise ReconstructionError(
-                f"retraining with {stage} fixed layer(s): only {len(usable)} of {len(results)} students usable"
-            )
+        results, usable = train_stage(est, X, y, spec, seeds, theta0s, fixed_weights_mask(spec, len(fixed)), budget,
+                                      f"retrain with {stage} fixed layer(s) {spec.layer_sizes} (round {rounds})",
+                                      f"stage{stage}")
         best = sorted(usable, key=lambda s: s.loss)[:max(2, math.ceil(bias_fraction * len(usable) - 1e-9))]
         std = bias_spread(best, stage - 1)
         losses = sorted(s.loss for s in usable)
@@ -482,8 +508,8 @@ def retrain_and_filter(
             restored = removed.pop()
             est._emit("stage", name=f"bias filter: removing neuron {restored} made the fit worse; put back")
             return results, _filter_report(std, removed, restored, rounds, history)
-        worst = int(np.argmax(std))
-        if std[worst] <= bias_std_max:
+        worst = int(np.argmax(np.where(np.isin(alive, protected), -np.inf, std)))
+        if std[worst] <= bias_std_max or alive[worst] in protected:
             return results, _filter_report(std, removed, None, rounds, history)
         if len(alive) == 1:
             raise ReconstructionError(
@@ -493,6 +519,53 @@ def retrain_and_filter(
         kept = (alive, results, std)
         removed.append(int(alive[worst]))
         alive = np.delete(alive, worst)
+
+
+def train_stage(est: ExpandAndCluster, X: Array, y: Array, spec: MLPSpec, seeds: Sequence[int],
+                theta0s: Sequence[Array], mask: Array, budget: Budget | None, label: str,
+                folder_prefix: str) -> tuple[list[TrainResult], list[TrainResult]]:
+    """Train N students of ``spec`` from ``theta0s`` with the parameters outside ``mask``
+    fixed (put back bit for bit), saved in ``est.retrain_dir / <folder_prefix>-<hash>`` when
+    ``est.retrain_dir`` is set, with progress events named ``label``.
+
+    Returns
+    -------
+    results : list of TrainResult
+        One per seed.
+    usable : list of TrainResult
+        The ones that did not fail.
+
+    Raises
+    ------
+    ReconstructionError
+        Fewer than two usable students.
+    """
+    options = est.backend_options or {}
+    folder = None
+    if est.retrain_dir is not None:
+        key = run_key(X, y, np.stack(theta0s), mask, sizes=spec.layer_sizes, activation=est.activation,
+                      backend=est.backend, budget=budget, options=options)
+        folder = Path(est.retrain_dir) / f"{folder_prefix}-{key}"
+    est._emit("stage", name=label)
+    est._emit("stage", name="students", total=len(seeds), done=0)
+    n_done = 0
+
+    def finished(i, res, resumed=False):
+        nonlocal n_done
+        n_done += 1
+        est._emit("student", index=i, result=res, done=n_done, total=len(seeds), resumed=resumed)
+
+    results, loaded = train_students_cached(
+        folder, spec, X, y, seeds, backend=est.backend, budget=budget, n_jobs=est.n_jobs, theta0s=theta0s,
+        trainable=mask, on_result=finished, **options,
+    )
+    for i in loaded:
+        finished(i, results[i], resumed=True)
+    results = [_restore_fixed(r, t, mask, X, y) for r, t in zip(results, theta0s)]
+    usable = _usable(results)
+    if len(usable) < 2:
+        raise ReconstructionError(f"{label}: only {len(usable)} of {len(results)} students usable")
+    return results, usable
 
 
 def _filter_report(std: Array, removed: list[int], restored: int | None, rounds: int, history: list[dict]) -> dict:
@@ -524,6 +597,11 @@ class LayerwiseExpandAndCluster(ExpandAndCluster):
         and ends the filter (``inf``: never, as in A.3).
     fold_tol : float
         See :func:`fold_constant_neurons`.
+    reexpand : int >= 0
+        Free neurons per student for :func:`ec.reexpand.reexpand_layer` after each bias
+        filter (0: off, as in the paper).
+    reexpand_budget : Budget, optional
+        Per student of the re-expansion (default: ``retrain_budget``).
     **kwargs
         The other parameters of :class:`ec.reconstruct.ExpandAndCluster` (``activation``,
         ``backend``, ``budget``, ``finetune_budget``, ``seed``, ``n_jobs``,
@@ -546,6 +624,8 @@ class LayerwiseExpandAndCluster(ExpandAndCluster):
         bias_fraction: float = BIAS_FRACTION,
         removal_loss_factor: float = REMOVAL_LOSS_FACTOR,
         fold_tol: float = FOLD_TOL,
+        reexpand: int = 0,
+        reexpand_budget: Budget | None = None,
         **kwargs,
     ):
         super().__init__(student_hidden_sizes, n_students, gamma, beta, **kwargs)
@@ -554,6 +634,8 @@ class LayerwiseExpandAndCluster(ExpandAndCluster):
         self.bias_fraction = bias_fraction
         self.removal_loss_factor = removal_loss_factor
         self.fold_tol = fold_tol
+        self.reexpand = reexpand
+        self.reexpand_budget = reexpand_budget
 
     def _check_params(self) -> None:
         super()._check_params()
@@ -565,6 +647,8 @@ class LayerwiseExpandAndCluster(ExpandAndCluster):
             raise ValueError(f"removal_loss_factor={self.removal_loss_factor!r}; allowed: > 1 (inf: never undo)")
         if not 0 <= self.fold_tol < 1:
             raise ValueError(f"fold_tol={self.fold_tol!r}; allowed: 0 <= fold_tol < 1")
+        if isinstance(self.reexpand, bool) or not isinstance(self.reexpand, int) or self.reexpand < 0:
+            raise ValueError(f"reexpand={self.reexpand!r}; allowed: an int >= 0 (free neurons per student, 0: off)")
 
     def fit(self, X: Array, y: Array, students: Sequence[TrainResult] | None = None) -> "LayerwiseExpandAndCluster":
         """Train (unless ``students`` are given), then reconstruct layer by layer; see
@@ -572,7 +656,8 @@ class LayerwiseExpandAndCluster(ExpandAndCluster):
         self._check_params()
         return fit_layerwise(self, X, y, students, retrain_budget=self.retrain_budget,
                              bias_std_max=self.bias_std_max, bias_fraction=self.bias_fraction,
-                             removal_loss_factor=self.removal_loss_factor, fold_tol=self.fold_tol)
+                             removal_loss_factor=self.removal_loss_factor, fold_tol=self.fold_tol,
+                             reexpand=self.reexpand, reexpand_budget=self.reexpand_budget)
 
 
 def compare_layers(spec: MLPSpec, theta: Array, teacher_spec: MLPSpec, teacher_theta: Array,

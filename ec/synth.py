@@ -20,7 +20,7 @@ from .cluster import LayerClusters
 from .config import ACTIVATION, BACKEND, BETA, GAMMA, JOBS, N_STUDENTS, OUT, RHO, SEED, ConfigError, Param, Schema
 from .config import gamma_n_problem, parse_int_list
 from .io import atomic_write_json
-from .layerwise import compare_layers
+from .layerwise import LayerwiseExpandAndCluster, compare_layers
 from .metrics import compare_networks
 from .reconstruct import FINETUNE_BUDGET, ExpandAndCluster, ReconstructionError
 from .runs import RunDir
@@ -34,6 +34,12 @@ EXACT_RMSE = 1e-10
 
 def _gamma_n_check(cfg: dict) -> str | None:
     return gamma_n_problem(cfg["gamma"], n_students(cfg))
+
+
+def _reexpand_check(cfg: dict) -> str | None:
+    if cfg.get("reexpand") and not cfg.get("layers"):
+        return f"--reexpand={cfg['reexpand']} applies to deep teachers only: give --layers (e.g. 8-4-2-1)"
+    return None
 
 
 def _width_check(cfg: dict) -> str | None:
@@ -84,9 +90,13 @@ SYNTH = Schema(
         *_BUDGET_PARAMS,
         Param("finetune_time", float, FINETUNE_BUDGET.optim_time, "Seconds of second-order fine-tuning of the "
               "reconstructed network.", ">= 0", lambda v: v >= 0, metavar="SECONDS"),
+        Param("reexpand", int, 0, "Deep teachers: after each bias filter, retrain with this many free neurons "
+              "beside the reconstructed layer and add the neurons they agree on, when they improve the fit "
+              "(not in the paper; finds neurons the clustering missed). 0: off.", ">= 0", lambda v: v >= 0,
+              metavar="INT"),
         Param("plots", bool, True, "Write the PNG figures.", flag=True),
     ),
-    cross_checks=(_gamma_n_check, _width_check),
+    cross_checks=(_gamma_n_check, _width_check, _reexpand_check),
 )
 
 # Parameters that change what a saved student is: they must match to resume a run.
@@ -143,8 +153,14 @@ def _student_budget(params: dict) -> Budget | None:
 
 
 def _estimator(params: dict, progress, retrain_dir: Path | None = None) -> ExpandAndCluster:
-    return ExpandAndCluster(
-        student_hidden_sizes=student_widths(params),
+    if params.get("layers"):
+        return LayerwiseExpandAndCluster(student_widths(params), reexpand=params.get("reexpand", 0),
+                                         **_estimator_options(params, progress, retrain_dir))
+    return ExpandAndCluster(student_widths(params), **_estimator_options(params, progress, retrain_dir))
+
+
+def _estimator_options(params: dict, progress, retrain_dir: Path | None) -> dict:
+    return dict(
         n_students=n_students(params),
         gamma=params["gamma"],
         beta=params["beta"],

@@ -217,6 +217,18 @@ def test_bias_filter_removes_a_mis_clustered_neuron(problem):
     assert bias_spread(students, 0).shape == (2,)
 
 
+def test_bias_filter_never_removes_a_protected_neuron(problem):
+    teacher, data = problem
+    (W1, b1) = teacher.spec.unpack(teacher.params)[0]
+    bogus_w = 3.0 * np.array([[math.cos(math.radians(20.0)), math.sin(math.radians(20.0)), 0.0]])
+    fixed = [(np.vstack([W1, bogus_w]), np.append(b1, b1[1]))]
+    students, report = retrain_and_filter(_estimator(n_students=4), data.X_train, data.y_train, fixed,
+                                          (WIDTHS[1],), 1, RETRAIN, 0.1, protected=[2])
+    assert report["removed"] == [] and report["rounds"] == 1
+    assert report["std"][2] > 0.1  # it would have gone (see the test above)
+    assert len(fixed[0][1]) == 3
+
+
 def test_bias_filter_puts_back_a_neuron_the_layer_needs(problem):
     """With a threshold no spread can meet, the filter removes the bogus neuron, then a
     teacher neuron; without it the students fit far worse, so it is put back."""
@@ -280,6 +292,8 @@ def test_sub_student_and_per_layer_helpers():
     ({"beta": (0.1, 0.0)}, "beta"),
     ({"bias_std_max": 0.0}, "bias_std_max"),
     ({"fold_tol": 1.0}, "fold_tol"),
+    ({"reexpand": -1}, "reexpand=-1; allowed: an int >= 0"),
+    ({"reexpand": 1.5}, "reexpand"),
 ])
 def test_bad_parameters_raise(kwargs, match):
     est = LayerwiseExpandAndCluster((8, 8), **kwargs)
@@ -317,3 +331,76 @@ def test_compare_layers_counts_a_duplicate_as_excess_and_maps_it_through():
     layer2 = [r for r in rows if r["layer"] == 1]
     assert [r["reconstructed"] for r in layer2] == [1, 0]  # teacher order, reconstruction reversed
     assert max(r["angle_deg"] for r in layer2) < 1e-6  # the duplicate's 30 % counted for neuron 0
+
+
+def _angle_deg(u, v):
+    return math.degrees(math.acos(min(1.0, abs(u @ v) / (np.linalg.norm(u) * np.linalg.norm(v)))))
+
+
+def test_reexpand_finds_the_neuron_the_clustering_missed(problem):
+    """The reconstructed layer lacks teacher neuron 1; students with teacher neuron 0 fixed
+    and two free neurons agree on it, and it is added (close to the teacher's); a second
+    round finds nothing more. (These briefly trained students also agree on a partner of
+    neuron 0, -w with another bias, which g's linear part lets them use: it is added too,
+    and left to the bias filter and the final folding.)"""
+    from ec.reexpand import reexpand_layer
+
+    teacher, data = problem
+    X, y = data.X_train, data.y_train
+    (W1, b1) = teacher.spec.unpack(teacher.params)[0]
+    fixed = [(W1[:1].copy(), b1[:1].copy())]
+    est = _estimator(n_students=4)
+    # the reference: students with teacher neuron 0 alone cannot fit (loss ~1e-2)
+    report = reexpand_layer(est, X, y, fixed, (WIDTHS[1],), 1, RETRAIN, 2, 0.5, math.radians(5), 1e-2)
+    W, b = fixed[0]
+    assert report["added"][0] >= 1 and len(b) == 1 + sum(report["added"])
+    np.testing.assert_array_equal(W[0], W1[0])  # the fixed neuron is untouched
+    angles = [_angle_deg(np.append(W[i], b[i]), np.append(W1[1], b1[1])) for i in range(1, len(b))]
+    assert min(angles) < 1.0
+    assert report["added"][-1] == 0 and report["rounds"] == len(report["added"])
+
+
+def test_reexpand_adds_nothing_to_a_complete_layer(problem):
+    """The layer has both teacher neurons: free neurons do not lower the loss."""
+    from ec.reexpand import reexpand_layer
+
+    teacher, data = problem
+    X, y = data.X_train, data.y_train
+    (W1, b1) = teacher.spec.unpack(teacher.params)[0]
+    fixed = [(W1.copy(), b1.copy())]
+    est = _estimator(n_students=4)
+    students, _ = retrain_and_filter(est, X, y, fixed, (WIDTHS[1],), 1, RETRAIN, 0.1)
+    reference = min(s.loss for s in students)
+    report = reexpand_layer(est, X, y, fixed, (WIDTHS[1],), 1, RETRAIN, 2, 0.5, math.radians(5), reference)
+    # the free neurons agree on something (helpers), but the fit gains nothing from them
+    assert report["free_clusters"][0] >= 1 and report["added"] == [0]
+    np.testing.assert_array_equal(fixed[0][0], W1)
+
+
+def test_reexpand_leaves_out_the_neuron_the_guard_put_back(monkeypatch):
+    """The free neurons search without the stand-in the filter's guard restored; when they
+    find nothing the layer is given back as it was."""
+    import ec.reexpand
+    from ec.layerwise import _reexpand_and_filter
+
+    W, b = np.arange(9.0).reshape(3, 3), np.array([0.0, 1.0, 2.0])
+    fixed = [(W, b)]
+    seen = {}
+
+    def no_find(est, X, y, fixed, *args):
+        seen["b"], seen["reference"] = fixed[-1][1].copy(), args[-1]
+        return {"added": [0], "rounds": 1}
+
+    monkeypatch.setattr(ec.reexpand, "reexpand_layer", no_find)
+    # the layer was [n0, n1, n2, n3]; n3 went, then n1's removal was undone (loss 1e-2)
+    filt = {"restored": 1, "history": [{"neurons": [0, 1, 2, 3], "best_loss": 1e-6},
+                                        {"neurons": [0, 1, 2], "best_loss": 1e-6},
+                                        {"neurons": [0, 2], "best_loss": 1e-2}]}
+    students = [TrainResult(MLPSpec((3, 3, 1), ACT), np.zeros(16), 1e-6, 0.0, "budget", seed=0)] * 2
+    report = {}
+    out, out_filt = _reexpand_and_filter(_estimator(), None, None, fixed, (4,), 1, students, filt, 2, RETRAIN,
+                                         0.5, 0.1, report, ())
+    np.testing.assert_array_equal(seen["b"], [0.0, 2.0])  # searched without n1 (position 1)
+    assert seen["reference"] == 1e-2
+    assert fixed[0][1] is b and out is students and out_filt is filt
+    assert report["reexpand"]["left_out"] == 1

@@ -33,6 +33,8 @@ SMALL = {
         (["--beta", "-1"], "--beta"),
         (["--n-students", "2", "--gamma", "0.5"], "--gamma"),
         (["--backend", "nope"], "--backend"),
+        (["--reexpand", "2"], "--reexpand=2 applies to deep teachers only"),
+        (["--layers", "3-2-2-1", "--reexpand", "-1"], "--reexpand"),
         (["--config", "does-not-exist.toml"], "does-not-exist.toml"),
     ],
 )
@@ -114,7 +116,7 @@ def test_deep_teacher_from_the_command_line(tmp_path):
     out = tmp_path / "deep"
     args = ["synth", "--layers", "3-2-2-1", "--seed", "5", "--rho", "2", "--n-students", "3", "--n-train", "200",
             "--n-test", "200", "--ode-steps", "40", "--optim-steps", "20", "--finetune-time", "2", "--jobs", "1",
-            "--gamma", "0.6", "--beta", "pi/3", "--no-plots", "--out", str(out)]
+            "--gamma", "0.6", "--beta", "pi/3", "--no-plots", "--reexpand", "2", "--out", str(out)]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
@@ -125,4 +127,6 @@ def test_deep_teacher_from_the_command_line(tmp_path):
     assert "bias_filter" in rec["layers"][0] and rec["removal_loss_factor"] == 10.0
     # The retrained students are kept in the run directory, so a rerun does not train them again.
     rounds = rec["layers"][0]["bias_filter"]["rounds"]
-    assert len(list((out / "retrained").glob("stage1-*/student-*.npz"))) == 3 * rounds
+    assert len(list((out / "retrained").glob("stage1-*/student-*.npz"))) >= 3 * rounds
+    grown = rec["layers"][0]["reexpand"]  # --reexpand 2: students with 2 free neurons beside layer 1
+    assert len(list((out / "retrained").glob("reexpand1-*/student-*.npz"))) == 3 * grown["rounds"]

@@ -1,0 +1,158 @@
+"""Re-expansion: find the neurons of a reconstructed layer that the clustering missed.
+
+Not in the paper. A teacher neuron that is active on a small part of the data (an A.4
+neuron whose hyperplane cuts off a corner of the input cube) is the slowest for the
+original students to pin down: with the others exact, they still hold it only as an
+approximate mixture after thousands of CPU seconds, so its cluster is too small or too
+spread to be kept, and the retrained students, whose reconstructed layer lacks it, cannot
+reach zero loss. Re-expansion retrains N students whose reconstructed layer has its
+found neurons *fixed* plus ``n_free`` freshly initialised free neurons (the layers above
+at the student widths, as in the retraining), clusters the free neurons across these
+students with the layer's gamma and beta, and adds each kept cluster that is not within
+beta of a neuron the layer already has, provided the free neurons made the fit better:
+the best student's loss must fall ``min_gain`` times below that of the students without
+them (the previous round's). Unconverged students also agree on helper neurons (for g,
+a partner ``-w`` of a fixed neuron with another bias, which g's linear part makes useful),
+so a layer that misses nothing gets free clusters too, but no gain. The students are much
+easier to train than the originals: all that is left to find is the residual. Rounds
+repeat while they add neurons (at most ``max_rounds``); the caller then retrains and
+bias-filters the grown layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Sequence
+
+import numpy as np
+
+from .activations import get_activation
+from .cluster import NeuronTable, cluster_layer, collapse
+from .layerwise import fixed_weights_mask, stage_init, stage_seeds, train_stage
+from .mlp import MLPSpec
+from .train import Budget, TrainResult
+
+Array = np.ndarray
+MAX_ROUNDS = 3
+# The free neurons must lower the best loss this many times to count as a find.
+MIN_GAIN = 10.0
+# Seeds of re-expansion round k of stage s: stage_seeds(seed, SEED_STAGE_OFFSET * s + k, N),
+# apart from the retraining stages' (s < SEED_STAGE_OFFSET).
+SEED_STAGE_OFFSET = 100
+
+
+def reexpand_layer(est, X: Array, y: Array, fixed: list[tuple[Array, Array]], upper_widths: Sequence[int],
+                   stage: int, budget: Budget | None, n_free: int, gamma: float, beta: float,
+                   reference_loss: float, max_rounds: int = MAX_ROUNDS, min_gain: float = MIN_GAIN) -> dict:
+    """Grow the last reconstructed layer ``fixed[-1]`` (in place) by the neurons its free
+    neurons agree on.
+
+    Parameters
+    ----------
+    est : ExpandAndCluster
+        Supplies ``n_students``, ``seed``, ``backend``, ``n_jobs``, ``backend_options``,
+        ``activation``, ``cut``, ``retrain_dir`` and the progress callback.
+    X, y : ndarray of float64, shapes (n, d_in) and (n, d_out)
+    fixed : list of (W, b)
+        The reconstructed layers; the last one grows.
+    upper_widths : sequence of int
+        Widths of the hidden layers above.
+    stage : int
+        ``len(fixed)``.
+    budget : Budget or None
+        Per student.
+    n_free : int >= 1
+        Free neurons added to the layer in every student.
+    gamma, beta : float
+        The layer's clustering parameters.
+    reference_loss : float
+        Best loss of the students trained with the layer as it is (no free neurons).
+    max_rounds : int
+    min_gain : float
+        A round adds its neurons only if its best loss is this many times below the
+        previous round's (the first round's: below ``reference_loss``).
+
+    Returns
+    -------
+    dict
+        ``added`` (per round, the number of neurons added), ``free_clusters`` (per round,
+        clusters of free neurons not already in the layer), ``rounds``, ``best_loss`` and
+        ``median_loss`` per round (usable students), ``reference_loss``.
+    """
+    act = est.activation
+    sign_invariant = get_activation(act).sign_symmetric
+    report = {"added": [], "free_clusters": [], "rounds": 0, "best_loss": [], "median_loss": [],
+              "reference_loss": float(reference_loss)}
+    previous = reference_loss
+    for k in range(1, max_rounds + 1):
+        W, b = fixed[-1]
+        m = len(b)
+        spec = MLPSpec((X.shape[1], *(len(bb) for _, bb in fixed[:-1]), m + n_free, *upper_widths, y.shape[1]), act)
+        seeds = stage_seeds(est.seed, SEED_STAGE_OFFSET * stage + k, int(est.n_students))
+        theta0s = [_init(spec, fixed, s) for s in seeds]
+        results, usable = train_stage(est, X, y, spec, seeds, theta0s, _mask(spec, len(fixed), m), budget,
+                                      f"re-expand layer {stage}: {m} fixed + {n_free} free neurons (round {k})",
+                                      f"reexpand{stage}")
+        losses = sorted(s.loss for s in usable)
+        report["rounds"] = k
+        report["best_loss"].append(float(losses[0]))
+        report["median_loss"].append(float(losses[len(losses) // 2]))
+        new_W, new_b = _agreed_free_neurons([_free_part(s, stage - 1, m) for s in usable], act, gamma, beta, est.cut)
+        new = [i for i in range(len(new_b)) if not _near_any(np.append(new_W[i], new_b[i]), W, b, beta, sign_invariant)]
+        report["free_clusters"].append(len(new))
+        gain = previous / max(losses[0], 1e-300)
+        if gain < min_gain:
+            new = []
+        report["added"].append(len(new))
+        est._emit("stage", name=f"re-expand layer {stage} round {k}: best loss {losses[0]:.2e} (before: "
+                                f"{previous:.2e}, needs {min_gain:g}x lower), {report['free_clusters'][-1]} new free "
+                                f"cluster(s), {len(new)} neuron(s) added")
+        if not new:
+            break
+        previous = losses[0]
+        fixed[-1] = (np.vstack([W, new_W[new]]), np.append(b, new_b[new]))
+    return report
+
+
+def _init(spec: MLPSpec, fixed, seed: int) -> Array:
+    """Glorot init with the reconstructed layers in place; the last one's first rows."""
+    theta = stage_init(spec, fixed[:-1], seed)
+    layers = spec.unpack(theta)  # views: writing into them writes into theta
+    W, b = fixed[-1]
+    layers[len(fixed) - 1][0][:len(b)] = W
+    layers[len(fixed) - 1][1][:len(b)] = b
+    return theta
+
+
+def _mask(spec: MLPSpec, n_fixed_layers: int, m: int) -> Array:
+    """Trainable: everything but the weights of the lower reconstructed layers and of the
+    first ``m`` neurons of the last one."""
+    mask = fixed_weights_mask(spec, n_fixed_layers - 1)
+    w0, _, _ = spec.offsets()[n_fixed_layers - 1]
+    mask[w0:w0 + m * spec.layer_sizes[n_fixed_layers - 1]] = False
+    return mask
+
+
+def _free_part(student: TrainResult, layer: int, m: int) -> TrainResult:
+    """The free neurons (rows ``m:``) of hidden layer ``layer`` with their outgoing
+    weights, as a one-hidden-layer student (what :class:`NeuronTable` stacks)."""
+    (W, b), (A, c) = student.spec.unpack(student.params)[layer:layer + 2]
+    sub = MLPSpec((W.shape[1], len(b) - m, len(c)), student.spec.activation)
+    return replace(student, spec=sub, params=sub.pack([(W[m:], b[m:]), (A[:, m:], c)]))
+
+
+def _agreed_free_neurons(parts: list[TrainResult], act, gamma: float, beta: float, cut: str) -> tuple[Array, Array]:
+    table = NeuronTable.from_students(parts)
+    clusters = cluster_layer(table, act, gamma, beta, None, cut)
+    if clusters.n_kept == 0:
+        return np.zeros((0, table.W.shape[1])), np.zeros(0)
+    layer, _ = collapse(table, clusters, act)
+    return layer.W, layer.b
+
+
+def _near_any(v: Array, W: Array, b: Array, beta: float, sign_invariant: bool) -> bool:
+    """Whether ``v = [w; b]`` is within ``beta`` (radians) of a row of ``[W, b]`` (or of
+    its negative, for activations whose clusters are taken up to sign)."""
+    V = np.hstack([W, b[:, None]])
+    cos = V @ v / np.maximum(np.linalg.norm(V, axis=1) * np.linalg.norm(v), 1e-300)
+    return bool(np.any((np.abs(cos) if sign_invariant else cos) >= np.cos(beta)))
