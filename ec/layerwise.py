@@ -267,9 +267,9 @@ def fit_layerwise(
     report_ : dict
         ``layer_sizes``, ``m_hat`` (per hidden layer), ``layers`` (per layer: clustering
         details, ``bias_filter`` with the spread and removed neurons, ``reexpand`` (with
-        ``reexpand``), ``student_losses`` of the students it was clustered from), ``folded`` (before the fine-tune) and
-        ``folded_after_finetune`` (indices into the network after the first fold), ``train_loss``
-        per stage, ``train_rmse``, ``seconds``.
+        ``reexpand``), ``student_losses`` of the students it was clustered from), ``folded``
+        (before the fine-tune) and ``folded_after_finetune`` (indices into the network after
+        the first fold), ``train_loss`` per stage, ``train_rmse``, ``seconds``.
 
     Raises
     ------
@@ -397,7 +397,8 @@ def _reexpand_and_filter(est, X, y, fixed, upper_widths, stage, students, filt, 
 
     A neuron the filter's guard put back is left out while the free neurons search: the
     layer needed *something* in its place, and that something is what they look for (a
-    spurious stand-in also lures them into using it). If they find nothing, it returns.
+    spurious stand-in also lures them into using it). If they find nothing, the stand-in
+    goes back into the layer.
     """
     from .reexpand import reexpand_layer  # it builds on this module's stage helpers
 

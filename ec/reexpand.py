@@ -51,7 +51,7 @@ def reexpand_layer(est, X: Array, y: Array, fixed: list[tuple[Array, Array]], up
     ----------
     est : ExpandAndCluster
         Supplies ``n_students``, ``seed``, ``backend``, ``n_jobs``, ``backend_options``,
-        ``activation``, ``cut``, ``retrain_dir`` and the progress callback.
+        ``activation``, ``cut``, ``feature_mask`` (first layer), ``retrain_dir`` and the progress callback.
     X, y : ndarray of float64, shapes (n, d_in) and (n, d_out)
     fixed : list of (W, b)
         The reconstructed layers; the last one grows.
@@ -97,8 +97,10 @@ def reexpand_layer(est, X: Array, y: Array, fixed: list[tuple[Array, Array]], up
         report["rounds"] = k
         report["best_loss"].append(float(losses[0]))
         report["median_loss"].append(float(losses[len(losses) // 2]))
-        new_W, new_b = _agreed_free_neurons([_free_part(s, stage - 1, m) for s in usable], act, gamma, beta, est.cut)
-        new = [i for i in range(len(new_b)) if not _near_any(np.append(new_W[i], new_b[i]), W, b, beta, sign_invariant)]
+        parts = [_free_part(s, stage - 1, m) for s in usable]
+        new_W, new_b = _agreed_free_neurons(parts, act, gamma, beta, est.cut, est.feature_mask if stage == 1 else None)
+        new = [i for i in range(len(new_b)) if not _near_any(np.append(new_W[i], new_b[i]), W, b, beta,
+                                                             sign_invariant)]
         report["free_clusters"].append(len(new))
         gain = previous / max(losses[0], 1e-300)
         if gain < min_gain:
@@ -141,12 +143,15 @@ def _free_part(student: TrainResult, layer: int, m: int) -> TrainResult:
     return replace(student, spec=sub, params=sub.pack([(W[m:], b[m:]), (A[:, m:], c)]))
 
 
-def _agreed_free_neurons(parts: list[TrainResult], act, gamma: float, beta: float, cut: str) -> tuple[Array, Array]:
+def _agreed_free_neurons(parts: list[TrainResult], act, gamma: float, beta: float, cut: str,
+                         feature_mask: Array | None) -> tuple[Array, Array]:
+    """One neuron per kept cluster of the free neurons (the first layer's clustering: on the
+    informative inputs ``feature_mask`` only, as for the original students)."""
     table = NeuronTable.from_students(parts)
-    clusters = cluster_layer(table, act, gamma, beta, None, cut)
+    clusters = cluster_layer(table, act, gamma, beta, feature_mask, cut)
     if clusters.n_kept == 0:
         return np.zeros((0, table.W.shape[1])), np.zeros(0)
-    layer, _ = collapse(table, clusters, act)
+    layer, _ = collapse(table, clusters, act, feature_mask)
     return layer.W, layer.b
 
 
