@@ -404,3 +404,22 @@ def test_reexpand_leaves_out_the_neuron_the_guard_put_back(monkeypatch):
     assert seen["reference"] == 1e-2
     assert fixed[0][1] is b and out is students and out_filt is filt
     assert report["reexpand"]["left_out"] == 1
+
+
+def test_reexpand_clusters_first_layer_free_neurons_on_the_informative_inputs():
+    from ec.reexpand import _agreed_free_neurons
+
+    rng = np.random.default_rng(0)
+    spec = MLPSpec((3, 2, 1), ACT)
+    parts = []
+    for s in range(4):
+        # neuron 0 agrees across students on inputs 0, 1 (and the bias); input 2 is noise,
+        # like a corner pixel the students never move; neuron 1 is random
+        W = np.array([[1.0, 2.0, 5.0 * rng.normal()], 3.0 * rng.normal(size=3)])
+        theta = spec.pack([(W, np.array([0.5, rng.normal()])), (np.ones((1, 2)), np.zeros(1))])
+        parts.append(TrainResult(spec, theta, 1e-9, 0.0, "budget", seed=s))
+    mask = np.array([True, True, False])
+    W, b = _agreed_free_neurons(parts, ACT, 0.75, math.radians(5), "aligned", mask)
+    assert len(b) == 1 and np.allclose(W[0, :2], [1.0, 2.0]) and b[0] == 0.5
+    W, b = _agreed_free_neurons(parts, ACT, 0.75, math.radians(5), "aligned", None)
+    assert len(b) == 0
