@@ -216,6 +216,14 @@ def gamma_n_problem(gamma: float, n_students: int) -> str | None:
     return None
 
 
+def reexpand_problem(reexpand: int, n_hidden: int, deep_option: str) -> str | None:
+    """The message for ``--reexpand`` on a one-hidden-layer teacher (re-expansion follows
+    the retraining between layers)."""
+    if reexpand and n_hidden < 2:
+        return f"--reexpand={reexpand} applies to deep teachers only: give {deep_option}"
+    return None
+
+
 # Parameters shared by several commands: defined once here, composed into each schema.
 SEED = Param("seed", int, 0, "Seed of every random choice (teacher, data, students).", ">= 0", lambda s: s >= 0)
 N_STUDENTS = Param("n_students", int, 20, "Number of students N.", ">= 1", lambda n: n >= 1)
@@ -230,6 +238,10 @@ BETA = Param(
     lambda b: 0 < b <= math.pi,
 )
 ACTIVATION = Param("act", _hidden_activation, "g", "Hidden activation.", "a registered activation name")
+REEXPAND = Param("reexpand", int, 0, "Deep teachers: after each bias filter, retrain with this many free neurons "
+                 "beside the reconstructed layer and add the neurons they agree on, when they improve the fit "
+                 "(not in the paper; finds neurons the clustering missed). 0: off.", ">= 0", lambda v: v >= 0,
+                 metavar="INT")
 BACKEND = Param("backend", _backend, "flow", "Trainer backend.", "flow, torch, julia")
 JOBS = Param("jobs", int, 0, "Worker processes (0: all cores).", ">= 0", lambda j: j >= 0)
 OUT = Param("out", str, "", "Run directory (default: runs/<command>-<parameters>).", "a path")

@@ -34,14 +34,15 @@ from typing import Callable
 
 import numpy as np
 
-from .config import (ACTIVATION, BETA, GAMMA, N_STUDENTS, OUT, RHO, SEED, ConfigError, Param, Schema,
-                     gamma_n_problem, parse_int_list)
+from .config import (ACTIVATION, BETA, GAMMA, N_STUDENTS, OUT, REEXPAND, RHO, SEED, ConfigError, Param, Schema,
+                     gamma_n_problem, parse_int_list, reexpand_problem)
 from .data import DATASET_NAMES, MASK_METHODS, ImageDataset, load_dataset, pixel_mask
 from .image_teachers import ImageTeacher, accuracy, train_image_teacher
 from .io import atomic_save_npz, atomic_write_json
-from .layerwise import compare_layers, pooled_distances
+from .layerwise import LayerwiseExpandAndCluster, compare_layers, pooled_distances
 from .metrics import compare_networks, rmse
 from .mlp import MLPSpec
+from .reconstruct import ExpandAndCluster
 from .train import Budget, TrainResult, train_students
 from .train.torch_backend import DTYPES, resolve_device
 
@@ -116,6 +117,7 @@ MNIST = Schema(
         Param("max_epochs", int, 3000, "Student training epochs (paper: 25000 on a GPU).", ">= 1", lambda n: n >= 1),
         Param("finetune_epochs", int, 1000, "Fine-tuning epochs of the reconstruction (paper: 2000).", ">= 0",
               lambda n: n >= 0),
+        replace(REEXPAND, help=REEXPAND.help + " Its students train for --max-epochs."),
         TEACHER_EPOCHS,
         Param("teacher", str, "", "Use this teacher .npz (from `ec teacher`) instead of training one.", "a path",
               metavar="PATH"),
@@ -130,7 +132,8 @@ MNIST = Schema(
         THREADS,
         OUT,
     ),
-    cross_checks=(lambda cfg: gamma_n_problem(cfg["gamma"], cfg["n_students"]),),
+    cross_checks=(lambda cfg: gamma_n_problem(cfg["gamma"], cfg["n_students"]),
+                  lambda cfg: reexpand_problem(cfg["reexpand"], len(cfg["r"]), "a list --r (e.g. 8-8)")),
 )
 
 TEACHER = Schema(
@@ -158,7 +161,22 @@ TEACHER_KEYS = ("seed", "act", "r", "dataset", "data_dir", "download", "teacher_
 STUDENT_KEYS = ("dataset", "query_dataset", "n_train", "act", "r", "rho", "seed", "init", "batch_size", "lr",
                 "patience", "dtype", "teacher", "teacher_epochs", "data_source")
 # What the reconstruction depends on beyond the students.
-RECON_KEYS = ("n_students", "max_epochs", "gamma", "beta", "mask", "finetune_epochs")
+RECON_KEYS = ("n_students", "max_epochs", "gamma", "beta", "mask", "finetune_epochs", "reexpand")
+
+
+def _estimator(p: dict, teacher_widths, progress, retrain_dir: Path) -> ExpandAndCluster:
+    """The torch estimator of ``ec mnist``: layer by layer (with ``--reexpand``) for deep teachers."""
+    widths = tuple(int(round(p["rho"] * r)) for r in teacher_widths)
+    options = dict(
+        n_students=p["n_students"], gamma=p["gamma"], beta=p["beta"], activation=p["act"], backend="torch",
+        budget=epoch_budget(p["max_epochs"]), finetune_budget=epoch_budget(p["finetune_epochs"]),
+        seed=p["seed"], n_jobs=1, progress=progress,
+        backend_options=_trainer_options(p, lambda d: _emit(progress, "epoch", phase="finetune", **d)),
+        retrain_dir=retrain_dir,
+    )
+    if len(widths) > 1:
+        return LayerwiseExpandAndCluster(widths, reexpand=p["reexpand"], **options)
+    return ExpandAndCluster(widths, **options)
 
 
 def epoch_budget(max_epochs: int) -> Budget:
@@ -234,7 +252,6 @@ def run_mnist(config=None, progress: Progress | None = None, **values) -> dict:
     dict
         The report (also in ``<run dir>/report.json``).
     """
-    from .reconstruct import ExpandAndCluster
     from .runs import RunDir
 
     p = MNIST.resolve(values, config)
@@ -274,14 +291,7 @@ def run_mnist(config=None, progress: Progress | None = None, **values) -> dict:
     X_test, y_test = query.X_test, teacher.predict(query.X_test)
 
     # 3. students
-    est = ExpandAndCluster(
-        student_hidden_sizes=tuple(int(round(p["rho"] * r)) for r in teacher.spec.hidden_sizes),
-        n_students=p["n_students"], gamma=p["gamma"], beta=p["beta"], activation=p["act"], backend="torch",
-        budget=epoch_budget(p["max_epochs"]), finetune_budget=epoch_budget(p["finetune_epochs"]),
-        seed=p["seed"], n_jobs=1, progress=progress,
-        backend_options=_trainer_options(p, lambda d: _emit(progress, "epoch", phase="finetune", **d)),
-        retrain_dir=rd.path / "retrained",
-    )
+    est = _estimator(p, teacher.spec.hidden_sizes, progress, rd.path / "retrained")
     t0 = time.perf_counter()
     students = _students(rd, est, p, X, y, progress)
     t_students = time.perf_counter() - t0

@@ -18,7 +18,7 @@ from typing import Callable
 
 from .cluster import LayerClusters
 from .config import ACTIVATION, BACKEND, BETA, GAMMA, JOBS, N_STUDENTS, OUT, RHO, SEED, ConfigError, Param, Schema
-from .config import gamma_n_problem, parse_int_list
+from .config import REEXPAND, gamma_n_problem, parse_int_list, reexpand_problem
 from .io import atomic_write_json
 from .layerwise import LayerwiseExpandAndCluster, compare_layers
 from .metrics import compare_networks
@@ -37,9 +37,7 @@ def _gamma_n_check(cfg: dict) -> str | None:
 
 
 def _reexpand_check(cfg: dict) -> str | None:
-    if cfg.get("reexpand") and not cfg.get("layers"):
-        return f"--reexpand={cfg['reexpand']} applies to deep teachers only: give --layers (e.g. 8-4-2-1)"
-    return None
+    return reexpand_problem(cfg["reexpand"], len(teacher_sizes(cfg)) - 2, "--layers (e.g. 8-4-2-1)")
 
 
 def _width_check(cfg: dict) -> str | None:
@@ -90,10 +88,7 @@ SYNTH = Schema(
         *_BUDGET_PARAMS,
         Param("finetune_time", float, FINETUNE_BUDGET.optim_time, "Seconds of second-order fine-tuning of the "
               "reconstructed network.", ">= 0", lambda v: v >= 0, metavar="SECONDS"),
-        Param("reexpand", int, 0, "Deep teachers: after each bias filter, retrain with this many free neurons "
-              "beside the reconstructed layer and add the neurons they agree on, when they improve the fit "
-              "(not in the paper; finds neurons the clustering missed). 0: off.", ">= 0", lambda v: v >= 0,
-              metavar="INT"),
+        REEXPAND,
         Param("plots", bool, True, "Write the PNG figures.", flag=True),
     ),
     cross_checks=(_gamma_n_check, _width_check, _reexpand_check),

@@ -66,6 +66,17 @@ def test_schema_defaults_and_bad_values():
         MNIST.resolve({"device": "tpu"})
 
 
+def test_deep_teachers_get_the_layerwise_estimator_with_reexpand(tmp_path):
+    from ec.layerwise import LayerwiseExpandAndCluster
+    from ec.mnist import _estimator
+
+    deep = _estimator(MNIST.resolve({"r": "4-3", "rho": 2, "reexpand": 3}), (4, 3), None, tmp_path)
+    assert isinstance(deep, LayerwiseExpandAndCluster) and deep.reexpand == 3
+    assert deep.student_hidden_sizes == (8, 6) and deep.backend == "torch" and deep.retrain_dir == tmp_path
+    shallow = _estimator(MNIST.resolve({"r": "4", "rho": 2}), (4,), None, tmp_path)
+    assert not isinstance(shallow, LayerwiseExpandAndCluster) and shallow.student_hidden_sizes == (8,)
+
+
 @pytest.mark.parametrize(
     "args, code, message",
     [
@@ -76,6 +87,7 @@ def test_schema_defaults_and_bad_values():
         (["teacher", "--r", "0"], 2, "--r"),
         # Refused before any training: ceil(0.3 * 3) = 1 neuron cannot show alignment.
         (["mnist", "--gamma", "0.3", "--n-students", "3"], 2, "--gamma=0.3 with --n-students=3"),
+        (["mnist", "--reexpand", "2"], 2, "--reexpand=2 applies to deep teachers only"),
         # A GPU that is not there: said at once (no GPU here, or fewer than 8 on a GPU machine).
         (["mnist", "--device", "cuda:7"], 2, "--device: device='cuda:7'"),
         (["teacher", "--device", "cuda:7"], 2, "--device: device='cuda:7'"),
