@@ -118,15 +118,14 @@ def stage_init(spec: MLPSpec, fixed: Sequence[tuple[Array, Array]], seed: int) -
     return spec.pack([*fixed, *layers[len(fixed):]])
 
 
-def sub_student(student: TrainResult, layer: int) -> TrainResult:
+def sub_student(student: TrainResult, layer: int, neurons: slice = slice(None)) -> TrainResult:
     """Hidden layer ``layer`` (0-based) of a student with its outgoing weights, as a
     one-hidden-layer :class:`TrainResult` with the student's loss (what
-    :class:`ec.cluster.NeuronTable` clusters)."""
-    spec = student.spec
-    layers = spec.unpack(student.params)[layer:layer + 2]
-    sizes = spec.layer_sizes[layer:layer + 3]
-    sub = MLPSpec(sizes, spec.activation)
-    return replace(student, spec=sub, params=sub.pack(layers))
+    :class:`ec.cluster.NeuronTable` clusters); only the ``neurons`` of that layer."""
+    (W, b), (A, c) = student.spec.unpack(student.params)[layer:layer + 2]
+    W, b, A = W[neurons], b[neurons], A[:, neurons]
+    sub = MLPSpec((W.shape[1], len(b), len(c)), student.spec.activation)
+    return replace(student, spec=sub, params=sub.pack([(W, b), (A, c)]))
 
 
 def bias_spread(students: Sequence[TrainResult], layer: int) -> Array:

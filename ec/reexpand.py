@@ -21,14 +21,13 @@ bias-filters the grown layer.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
 
 from .activations import get_activation
-from .cluster import NeuronTable, cluster_layer, collapse
-from .layerwise import fixed_weights_mask, stage_init, stage_seeds, train_stage
+from .cluster import NeuronTable, angles_to, cluster_layer, collapse
+from .layerwise import fixed_weights_mask, stage_init, stage_seeds, sub_student, train_stage
 from .mlp import MLPSpec
 from .train import Budget, TrainResult
 
@@ -97,7 +96,7 @@ def reexpand_layer(est, X: Array, y: Array, fixed: list[tuple[Array, Array]], up
         report["rounds"] = k
         report["best_loss"].append(float(losses[0]))
         report["median_loss"].append(float(losses[len(losses) // 2]))
-        parts = [_free_part(s, stage - 1, m) for s in usable]
+        parts = [sub_student(s, stage - 1, slice(m, None)) for s in usable]
         new_W, new_b = _agreed_free_neurons(parts, act, gamma, beta, est.cut, est.feature_mask if stage == 1 else None)
         new = [i for i in range(len(new_b)) if not _near_any(np.append(new_W[i], new_b[i]), W, b, beta,
                                                              sign_invariant)]
@@ -135,14 +134,6 @@ def _mask(spec: MLPSpec, n_fixed_layers: int, m: int) -> Array:
     return mask
 
 
-def _free_part(student: TrainResult, layer: int, m: int) -> TrainResult:
-    """The free neurons (rows ``m:``) of hidden layer ``layer`` with their outgoing
-    weights, as a one-hidden-layer student (what :class:`NeuronTable` stacks)."""
-    (W, b), (A, c) = student.spec.unpack(student.params)[layer:layer + 2]
-    sub = MLPSpec((W.shape[1], len(b) - m, len(c)), student.spec.activation)
-    return replace(student, spec=sub, params=sub.pack([(W[m:], b[m:]), (A[:, m:], c)]))
-
-
 def _agreed_free_neurons(parts: list[TrainResult], act, gamma: float, beta: float, cut: str,
                          feature_mask: Array | None) -> tuple[Array, Array]:
     """One neuron per kept cluster of the free neurons (the first layer's clustering: on the
@@ -158,6 +149,4 @@ def _agreed_free_neurons(parts: list[TrainResult], act, gamma: float, beta: floa
 def _near_any(v: Array, W: Array, b: Array, beta: float, sign_invariant: bool) -> bool:
     """Whether ``v = [w; b]`` is within ``beta`` (radians) of a row of ``[W, b]`` (or of
     its negative, for activations whose clusters are taken up to sign)."""
-    V = np.hstack([W, b[:, None]])
-    cos = V @ v / np.maximum(np.linalg.norm(V, axis=1) * np.linalg.norm(v), 1e-300)
-    return bool(np.any((np.abs(cos) if sign_invariant else cos) >= np.cos(beta)))
+    return bool(np.any(angles_to(np.hstack([W, b[:, None]]), v, sign_invariant) <= beta))

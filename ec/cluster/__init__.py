@@ -23,7 +23,7 @@ themselves (sign flips with their affine compensation, positive rescaling).
 
 from ..activations import get_activation
 from ._canonical import FlipRule, Layer, NeuronTable, canonicalise, flip, flip_rule, normalise_scale
-from ._collapse import best_flips, collapse, correct_affine, fit_affine, prune_inactive
+from ._collapse import angles_to, best_flips, collapse, correct_affine, fit_affine, prune_inactive
 from ._hierarchy import (
     LayerClusters,
     average_linkage,
@@ -46,6 +46,7 @@ __all__ = [
     "LayerClusters",
     "NeuronTable",
     "aligned_nodes",
+    "angles_to",
     "average_linkage",
     "best_flips",
     "big_cluster_counts",

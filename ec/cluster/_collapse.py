@@ -44,7 +44,7 @@ def collapse(table: NeuronTable, clusters: LayerClusters, activation: str | Acti
     for c in clusters.kept:
         rows = clusters.members(c)
         ref = rows[medoid_index(F[rows], clusters.metric, clusters.sign_invariant)]
-        angle = _angles_to(Wm[rows], Wm[ref], clusters.sign_invariant)
+        angle = angles_to(Wm[rows], Wm[ref], clusters.sign_invariant)
         close = rows[angle <= clusters.beta]
         winner = min(set(table.student[close].tolist()), key=lambda j: (table.losses[j], j))
         dup = close[table.student[close] == winner]
@@ -96,7 +96,7 @@ def prune_inactive(
     return pruned, np.flatnonzero(dead).tolist()
 
 
-def _angles_to(V: Array, v: Array, sign_invariant: bool) -> Array:
+def angles_to(V: Array, v: Array, sign_invariant: bool) -> Array:
     """Angle of every row of ``V`` to ``v``; a zero vector is at ``pi/2`` from everything."""
     norms = np.linalg.norm(V, axis=1) * np.linalg.norm(v)
     cos = np.clip(V @ v / np.where(norms > 0, norms, 1.0), -1.0, 1.0)
