@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ec.data import load_dataset
-from ec.image_teachers import train_image_teacher
+from ec.queries import load_dataset
+from ec.teachers.images import train_image_teacher
 from ec.mlp import MLPSpec
 from ec.train import Budget
 from ec.train.torch_backend import TorchTrainer

@@ -30,7 +30,8 @@ import pandas as pd
 
 from ec.config import parse_angle, parse_float_list, parse_int_list
 from ec.io import atomic_write_json, atomic_write_text
-from ec.layerwise import LayerwiseExpandAndCluster, compare_layers
+from ec.metrics import compare_layers
+from ec.reconstruct import LayerwiseExpandAndCluster
 from ec.reconstruct import ReconstructionError
 from ec.metrics import rmse
 from ec.mlp import MLPSpec

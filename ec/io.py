@@ -9,6 +9,7 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,8 @@ def _json_default(o):
         return o.tolist()
     if isinstance(o, Path):
         return str(o)
+    if isinstance(o, Mapping):  # e.g. ec.reconstruct.Report
+        return dict(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 

@@ -8,6 +8,8 @@
   with per-neuron cosine distance, weight-vector and output-weight distances.
 - :func:`compare_networks`: those per-neuron rows and their summary (m_hat / r, excess
   and missing neurons, mean / max distances, test RMSE).
+- :func:`compare_layers`: the same layer by layer for deep networks, and
+  :func:`pooled_distances` its one-number summaries.
 
 The bias is part of the compared vector because A.4 teachers may hold two neurons with the
 same input weights and different biases.
@@ -16,6 +18,7 @@ same input weights and different biases.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -25,6 +28,9 @@ from .cluster import Layer, flip_rule, normalise_scale
 from .mlp import MLPSpec
 
 Array = np.ndarray
+# Matching teacher neurons layer by layer: an excess neuron this close (degrees) to a teacher
+# neuron is one of its duplicates, and its outgoing weights count for that teacher neuron.
+DUPLICATE_DEG = 1.0
 
 
 def rmse(y_pred: Array, y_true: Array) -> float:
@@ -147,3 +153,86 @@ def compare_networks(
     if X_test is not None and y_test is not None:
         summary["test_rmse"] = rmse(spec.forward(theta, X_test), y_test)
     return summary, rows
+
+
+def compare_layers(spec: MLPSpec, theta: Array, teacher_spec: MLPSpec, teacher_theta: Array,
+                   X_test: Array | None = None, y_test: Array | None = None) -> tuple[dict, list[dict]]:
+    """Layer-by-layer comparison of a deep reconstruction with its teacher.
+
+    Layer ``l`` of the reconstruction is compared in the teacher's coordinates: its input
+    weights are mapped through the neuron matching of layer ``l - 1`` (matched neurons, and
+    excess neurons within ``DUPLICATE_DEG`` of a teacher neuron as its duplicates; sign
+    flips of odd activations included), then matched with :func:`ec.metrics.match_neurons`.
+
+    Returns
+    -------
+    summary : dict
+        ``r``, ``m_hat``, ``excess``, ``missing``: lists with one entry per hidden layer;
+        ``layers``: per hidden layer ``r``, ``m_hat``, ``excess``, ``missing``,
+        ``mean_angle_deg``, ``max_angle_deg``, ``mean_cos_dist``, ``max_cos_dist``; with
+        test data ``test_rmse``.
+    rows : list of dict
+        The rows of :func:`ec.metrics.match_neurons` of every layer, with ``layer`` (0-based
+        hidden layer); ``a_dist`` is meaningful only in the last hidden layer.
+    """
+    if spec.d_in != teacher_spec.d_in or spec.d_out != teacher_spec.d_out or spec.n_layers != teacher_spec.n_layers:
+        raise ValueError(f"layer sizes {spec.layer_sizes} and {teacher_spec.layer_sizes} are not comparable")
+    act = get_activation(spec.activation)
+    rule = flip_rule(act)
+    rec, tea = spec.unpack(theta), teacher_spec.unpack(teacher_theta)
+    P = np.eye(spec.d_in)  # reconstructed inputs of the current layer -> teacher inputs
+    layers, all_rows = [], []
+    for l in range(spec.n_layers - 1):
+        (W, b), (A, c) = rec[l], rec[l + 1]
+        (Wt, bt), (At, ct) = tea[l], tea[l + 1]
+        last = l == spec.n_layers - 2
+        r_layer = Layer(W @ P, b, A if last else np.zeros((1, len(b))), c, np.zeros((1, 1)))
+        t_layer = Layer(Wt, bt, At if last else np.zeros((1, len(bt))), ct, np.zeros((1, 1)))
+        rows, excess, missing = match_neurons(r_layer, t_layer, act)
+        P = np.zeros((len(b), len(bt)))
+        for row in rows:
+            P[row["reconstructed"], row["teacher"]] = rule.s if row["flipped"] else 1.0
+        if excess:
+            dup_rows, _, _ = match_neurons(_subset(r_layer, excess), t_layer, act)
+            for row in dup_rows:
+                if row["angle_deg"] <= DUPLICATE_DEG:
+                    P[excess[row["reconstructed"]], row["teacher"]] = rule.s if row["flipped"] else 1.0
+        stats = {"r": len(bt), "m_hat": len(b), "excess": len(excess), "missing": len(missing)}
+        for key in ("angle_deg", "cos_dist"):
+            vals = [row[key] for row in rows]
+            stats[f"mean_{key}"] = float(np.mean(vals)) if vals else math.nan
+            stats[f"max_{key}"] = float(np.max(vals)) if vals else math.nan
+        layers.append(stats)
+        all_rows += [{"layer": l, **row} for row in rows]
+    summary = {key: [L[key] for L in layers] for key in ("r", "m_hat", "excess", "missing")}
+    summary["layers"] = layers
+    if X_test is not None and y_test is not None:
+        summary["test_rmse"] = rmse(spec.forward(theta, X_test), y_test)
+    return summary, all_rows
+
+
+def pooled_distances(rows: Sequence[dict]) -> dict:
+    """Mean / max ``cos_dist`` and ``angle_deg`` over the matched neurons of every layer (rows
+    of :func:`compare_layers`), and of ``a_dist`` over the last hidden layer's, where the
+    output weights are comparable: the one-number summaries of a deep comparison."""
+    last = max((row["layer"] for row in rows), default=0)
+    out = {}
+    for key, group in (("cos_dist", rows), ("angle_deg", rows), ("a_dist", [r for r in rows if r["layer"] == last])):
+        vals = [row[key] for row in group]
+        out[f"mean_{key}"] = float(np.mean(vals)) if vals else math.nan
+        out[f"max_{key}"] = float(np.max(vals)) if vals else math.nan
+    return out
+
+
+def _subset(layer: Layer, idx: Sequence[int]) -> Layer:
+    idx = np.asarray(idx)
+    return Layer(layer.W[idx], layer.b[idx], layer.A[:, idx], layer.c, layer.Theta)
+
+
+def compare(spec: MLPSpec, theta: Array, teacher_spec: MLPSpec, teacher_theta: Array,
+            X_test: Array | None = None, y_test: Array | None = None) -> tuple[dict, list[dict]]:
+    """:func:`compare_networks` for one hidden layer, :func:`compare_layers` for several (the
+    teacher's depth decides)."""
+    if teacher_spec.n_layers > 2:
+        return compare_layers(spec, theta, teacher_spec, teacher_theta, X_test, y_test)
+    return compare_networks(spec, theta, teacher_spec, teacher_theta, X_test, y_test)

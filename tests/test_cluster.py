@@ -30,7 +30,8 @@ from ec.cluster import (
     pairwise_distances,
     prune_inactive,
 )
-from ec.teachers import make_teacher, uniform_inputs
+from ec.queries import uniform_inputs
+from ec.teachers import make_teacher
 
 BETA = math.pi / 24
 

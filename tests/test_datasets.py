@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from ec.data import (
+from ec.queries import (
     DatasetUnavailable,
     importance_mask,
     load_dataset,
@@ -15,8 +15,8 @@ from ec.data import (
     torchvision_available,
     variance_mask,
 )
-from ec.data.idx import read_idx
-from ec.data.images import DEBIAN_FASHION_DIR
+from ec.queries.idx import read_idx
+from ec.queries.datasets import DEBIAN_FASHION_DIR
 
 
 def write_idx(path, array):

@@ -1,4 +1,4 @@
-"""Layer-wise Expand-and-Cluster for deep teachers (ec.layerwise, issue 7).
+"""Layer-wise Expand-and-Cluster for deep teachers (ec.reconstruct._layerwise, issue 7).
 
 Training overparameterised deep students from scratch takes minutes even for tiny
 teachers, so the end-to-end test starts from *planted* original students (each an exact
@@ -16,12 +16,14 @@ import pytest
 
 import ec.train.cached
 from ec.activations import get_activation
-from ec.layerwise import (
+from ec.finetune import fold_constant_neurons
+from ec.metrics import compare_layers
+from ec.reconstruct import (
+    BiasFilter,
     LayerwiseExpandAndCluster,
+    Reexpansion,
     bias_spread,
-    compare_layers,
     fixed_weights_mask,
-    fold_constant_neurons,
     per_layer,
     retrain_and_filter,
     stage_init,
@@ -130,6 +132,14 @@ def _estimator(**kw):
     return LayerwiseExpandAndCluster(WIDTHS, **kw)
 
 
+def _training(**kw):
+    return _estimator(**kw)._training()
+
+
+def _filter(std_max):
+    return BiasFilter(std_max=std_max)
+
+
 @pytest.mark.slow
 def test_layerwise_reconstructs_a_tiny_deep_teacher_end_to_end(problem):
     teacher, data = problem
@@ -161,8 +171,8 @@ def test_retraining_keeps_fixed_weights_bit_for_bit(problem):
     X, y = data.X_train[:200], data.y_train[:200]
     fixed = [teacher.spec.unpack(teacher.params)[0]]
     spec = MLPSpec((3, 2, 4, 1), ACT)
-    est = _estimator(n_students=2, retrain_budget=Budget(ode_steps=20, ode_time=30.0, optim_steps=20, optim_time=30.0))
-    students, _ = retrain_and_filter(est, X, y, list(fixed), (4,), 1, est.retrain_budget, 10.0)
+    budget = Budget(ode_steps=20, ode_time=30.0, optim_steps=20, optim_time=30.0)
+    students, _ = retrain_and_filter(_training(n_students=2), X, y, list(fixed), (4,), 1, budget, _filter(10.0))
     mask = fixed_weights_mask(spec, 1)
     assert mask.sum() == spec.n_params - 6  # only W_1 (2 x 3) is fixed
     for s, seed in zip(students, stage_seeds(0, 1, 2)):
@@ -178,22 +188,22 @@ def test_retrained_students_are_saved_and_reloaded(problem, tmp_path, monkeypatc
     W, b = teacher.spec.unpack(teacher.params)[0]
     budget = Budget(ode_steps=20, ode_time=30.0, optim_steps=20, optim_time=30.0)
     events = []
-    est = _estimator(n_students=2, retrain_dir=tmp_path,
-                     progress=lambda event, **info: events.append((event, info.get("resumed"))))
-    first, _ = retrain_and_filter(est, X, y, [(W, b)], (4,), 1, budget, 10.0)
+    est = _training(n_students=2, retrain_dir=tmp_path,
+                    progress=lambda event, **info: events.append((event, info.get("resumed"))))
+    first, _ = retrain_and_filter(est, X, y, [(W, b)], (4,), 1, budget, _filter(10.0))
     assert len(list(tmp_path.glob("stage1-*/student-*.npz"))) == 2
 
     # A rerun (say after a crash) loads them: nothing is trained, the results are the same.
     monkeypatch.setattr(ec.train.cached, "train_students", lambda *a, **k: pytest.fail("trained again"))
     events.clear()
-    again, _ = retrain_and_filter(est, X, y, [(W, b)], (4,), 1, budget, 10.0)
+    again, _ = retrain_and_filter(est, X, y, [(W, b)], (4,), 1, budget, _filter(10.0))
     assert [e for e in events if e[0] == "student"] == [("student", True)] * 2
     for a, r in zip(first, again):
         assert np.array_equal(a.params, r.params) and a.loss == r.loss
     monkeypatch.undo()
 
     # Other fixed weights are other inputs: a new folder, trained anew.
-    retrain_and_filter(est, X, y, [(1.01 * W, b)], (4,), 1, budget, 10.0)
+    retrain_and_filter(est, X, y, [(1.01 * W, b)], (4,), 1, budget, _filter(10.0))
     assert len(list(tmp_path.glob("stage1-*"))) == 2
 
 
@@ -208,8 +218,7 @@ def test_bias_filter_removes_a_mis_clustered_neuron(problem):
     bogus_w, bogus_b = 3.0 * np.array([[math.cos(angle), math.sin(angle), 0.0]]), b1[1:2]
     np.testing.assert_allclose(W1[1], [3.0, 0.0, 0.0], atol=1e-12)
     fixed = [(np.vstack([W1, bogus_w]), np.append(b1, bogus_b))]
-    est = _estimator(n_students=4)
-    students, report = retrain_and_filter(est, X, y, fixed, (WIDTHS[1],), 1, RETRAIN, 0.1)
+    students, report = retrain_and_filter(_training(n_students=4), X, y, fixed, (WIDTHS[1],), 1, RETRAIN, _filter(0.1))
     assert report["removed"] == [2]
     assert report["rounds"] == 2
     np.testing.assert_array_equal(fixed[0][0], W1)  # the layer lost the bogus neuron only
@@ -222,8 +231,8 @@ def test_bias_filter_never_removes_a_protected_neuron(problem):
     (W1, b1) = teacher.spec.unpack(teacher.params)[0]
     bogus_w = 3.0 * np.array([[math.cos(math.radians(20.0)), math.sin(math.radians(20.0)), 0.0]])
     fixed = [(np.vstack([W1, bogus_w]), np.append(b1, b1[1]))]
-    students, report = retrain_and_filter(_estimator(n_students=4), data.X_train, data.y_train, fixed,
-                                          (WIDTHS[1],), 1, RETRAIN, 0.1, protected=[2])
+    students, report = retrain_and_filter(_training(n_students=4), data.X_train, data.y_train, fixed,
+                                          (WIDTHS[1],), 1, RETRAIN, _filter(0.1), protected=[2])
     assert report["removed"] == [] and report["rounds"] == 1
     assert report["std"][2] > 0.1  # it would have gone (see the test above)
     assert len(fixed[0][1]) == 3
@@ -237,8 +246,8 @@ def test_bias_filter_puts_back_a_neuron_the_layer_needs(problem):
     (W1, b1) = teacher.spec.unpack(teacher.params)[0]
     bogus_w = 3.0 * np.array([[math.cos(math.radians(20.0)), math.sin(math.radians(20.0)), 0.0]])
     fixed = [(np.vstack([W1, bogus_w]), np.append(b1, b1[1]))]
-    est = _estimator(n_students=4)
-    students, report = retrain_and_filter(est, X, y, fixed, (WIDTHS[1],), 1, RETRAIN, 1e-300)
+    students, report = retrain_and_filter(_training(n_students=4), X, y, fixed, (WIDTHS[1],), 1, RETRAIN,
+                                          _filter(1e-300))
     assert report["removed"] == [2] and report["restored"] in (0, 1)
     assert report["rounds"] == 3
     losses = [h["best_loss"] for h in report["history"]]
@@ -343,15 +352,15 @@ def test_reexpand_finds_the_neuron_the_clustering_missed(problem):
     round finds nothing more. (These briefly trained students also agree on a partner of
     neuron 0, -w with another bias, which g's linear part lets them use: it is added too,
     and left to the bias filter and the final folding.)"""
-    from ec.reexpand import reexpand_layer
+    from ec.reconstruct._reexpand import reexpand_layer
 
     teacher, data = problem
     X, y = data.X_train, data.y_train
     (W1, b1) = teacher.spec.unpack(teacher.params)[0]
     fixed = [(W1[:1].copy(), b1[:1].copy())]
-    est = _estimator(n_students=4)
     # the reference: students with teacher neuron 0 alone cannot fit (loss ~1e-2)
-    report = reexpand_layer(est, X, y, fixed, (WIDTHS[1],), 1, RETRAIN, 2, 0.5, math.radians(5), 1e-2)
+    report = reexpand_layer(_training(n_students=4), X, y, fixed, (WIDTHS[1],), 1, Reexpansion(2), RETRAIN, 0.5,
+                            math.radians(5), "aligned", None, 1e-2)
     W, b = fixed[0]
     assert report["added"][0] >= 1 and len(b) == 1 + sum(report["added"])
     np.testing.assert_array_equal(W[0], W1[0])  # the fixed neuron is untouched
@@ -362,16 +371,17 @@ def test_reexpand_finds_the_neuron_the_clustering_missed(problem):
 
 def test_reexpand_adds_nothing_to_a_complete_layer(problem):
     """The layer has both teacher neurons: free neurons do not lower the loss."""
-    from ec.reexpand import reexpand_layer
+    from ec.reconstruct._reexpand import reexpand_layer
 
     teacher, data = problem
     X, y = data.X_train, data.y_train
     (W1, b1) = teacher.spec.unpack(teacher.params)[0]
     fixed = [(W1.copy(), b1.copy())]
-    est = _estimator(n_students=4)
-    students, _ = retrain_and_filter(est, X, y, fixed, (WIDTHS[1],), 1, RETRAIN, 0.1)
+    training = _training(n_students=4)
+    students, _ = retrain_and_filter(training, X, y, fixed, (WIDTHS[1],), 1, RETRAIN, _filter(0.1))
     reference = min(s.loss for s in students)
-    report = reexpand_layer(est, X, y, fixed, (WIDTHS[1],), 1, RETRAIN, 2, 0.5, math.radians(5), reference)
+    report = reexpand_layer(training, X, y, fixed, (WIDTHS[1],), 1, Reexpansion(2), RETRAIN, 0.5, math.radians(5),
+                            "aligned", None, reference)
     # the free neurons agree on something (helpers), but the fit gains nothing from them
     assert report["free_clusters"][0] >= 1 and report["added"] == [0]
     np.testing.assert_array_equal(fixed[0][0], W1)
@@ -380,26 +390,26 @@ def test_reexpand_adds_nothing_to_a_complete_layer(problem):
 def test_reexpand_leaves_out_the_neuron_the_guard_put_back(monkeypatch):
     """The free neurons search without the stand-in the filter's guard restored; when they
     find nothing the layer is given back as it was."""
-    import ec.reexpand
-    from ec.layerwise import _reexpand_and_filter
+    import ec.reconstruct._layerwise
+    from ec.reconstruct._layerwise import _reexpand_and_filter
 
     W, b = np.arange(9.0).reshape(3, 3), np.array([0.0, 1.0, 2.0])
     fixed = [(W, b)]
     seen = {}
 
-    def no_find(est, X, y, fixed, *args):
+    def no_find(training, X, y, fixed, *args):
         seen["b"], seen["reference"] = fixed[-1][1].copy(), args[-1]
         return {"added": [0], "rounds": 1}
 
-    monkeypatch.setattr(ec.reexpand, "reexpand_layer", no_find)
+    monkeypatch.setattr(ec.reconstruct._layerwise, "reexpand_layer", no_find)
     # the layer was [n0, n1, n2, n3]; n3 went, then n1's removal was undone (loss 1e-2)
     filt = {"restored": 1, "history": [{"neurons": [0, 1, 2, 3], "best_loss": 1e-6},
                                         {"neurons": [0, 1, 2], "best_loss": 1e-6},
                                         {"neurons": [0, 2], "best_loss": 1e-2}]}
     students = [TrainResult(MLPSpec((3, 3, 1), ACT), np.zeros(16), 1e-6, 0.0, "budget", seed=0)] * 2
     report = {}
-    out, out_filt = _reexpand_and_filter(_estimator(), None, None, fixed, (4,), 1, students, filt, 2, RETRAIN,
-                                         0.5, 0.1, report, ())
+    out, out_filt = _reexpand_and_filter(_training(), None, None, fixed, (4,), 1, students, filt, Reexpansion(2),
+                                         _filter(0.1), RETRAIN, 0.5, 0.1, "aligned", None, report)
     np.testing.assert_array_equal(seen["b"], [0.0, 2.0])  # searched without n1 (position 1)
     assert seen["reference"] == 1e-2
     assert fixed[0][1] is b and out is students and out_filt is filt
@@ -407,7 +417,7 @@ def test_reexpand_leaves_out_the_neuron_the_guard_put_back(monkeypatch):
 
 
 def test_reexpand_clusters_first_layer_free_neurons_on_the_informative_inputs():
-    from ec.reexpand import _agreed_free_neurons
+    from ec.reconstruct._reexpand import _agreed_free_neurons
 
     rng = np.random.default_rng(0)
     spec = MLPSpec((3, 2, 1), ACT)

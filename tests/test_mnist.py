@@ -9,9 +9,9 @@ from click.testing import CliRunner
 
 from ec.cli import cli
 from ec.config import ConfigError
-from ec.data import load_dataset, torchvision_available
-from ec.image_teachers import ImageTeacher, accuracy, train_image_teacher
-from ec.mnist import MNIST, run_mnist, table1_metrics
+from ec.queries import load_dataset, torchvision_available
+from ec.teachers.images import ImageTeacher, accuracy, train_image_teacher
+from ec.experiments.mnist import MNIST, run_mnist, table1_metrics
 from ec.runs import RunDirError
 
 
@@ -67,8 +67,8 @@ def test_schema_defaults_and_bad_values():
 
 
 def test_deep_teachers_get_the_layerwise_estimator_with_reexpand(tmp_path):
-    from ec.layerwise import LayerwiseExpandAndCluster
-    from ec.mnist import _estimator
+    from ec.reconstruct import LayerwiseExpandAndCluster
+    from ec.experiments.mnist import _estimator
 
     deep = _estimator(MNIST.resolve({"r": "4-3", "rho": 2, "reexpand": 3}), (4, 3), None, tmp_path)
     assert isinstance(deep, LayerwiseExpandAndCluster) and deep.reexpand == 3
@@ -158,7 +158,7 @@ def test_tiny_end_to_end_run_resumes(tmp_path):
 def test_bundled_configs_resolve_and_document_the_defaults():
     from pathlib import Path
 
-    from ec.mnist import TEACHER
+    from ec.experiments.mnist import TEACHER
 
     root = Path(__file__).parents[1] / "configs"
     assert MNIST.resolve({}, root / "mnist.toml") == MNIST.resolve({})

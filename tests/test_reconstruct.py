@@ -13,7 +13,8 @@ from ec.cluster import Layer, flip
 from ec.metrics import compare_networks, match_neurons, rmse
 from ec.mlp import MLPSpec
 from ec.reconstruct import ExpandAndCluster, ReconstructionError, student_seed
-from ec.teachers import make_teacher, uniform_inputs
+from ec.queries import uniform_inputs
+from ec.teachers import make_teacher
 from ec.train import Budget, TrainResult
 
 NO_FINETUNE = Budget(ode_steps=0, optim_steps=0)
@@ -135,14 +136,14 @@ def test_finetune_reaches_machine_precision_from_noisy_students():
 
 
 def test_dead_neurons_are_dropped_without_changing_the_function():
-    from ec.reconstruct import _drop_dead_neurons
+    from ec.finetune import drop_dead_neurons
 
     spec = MLPSpec((3, 5, 2), "g")
     theta = spec.init_params(4)
     (_, _), (A, _) = spec.unpack(theta)
     A[:, [1, 3]] = 0.0  # what the flow trainer's reduction leaves behind
-    small, small_theta = _drop_dead_neurons(spec, theta)
+    small, small_theta = drop_dead_neurons(spec, theta)
     assert small.hidden_sizes == (3,)
     X = np.random.default_rng(0).normal(size=(50, 3))
     np.testing.assert_array_equal(small.forward(small_theta, X), spec.forward(theta, X))
-    assert _drop_dead_neurons(small, small_theta)[0] is small  # nothing more to drop
+    assert drop_dead_neurons(small, small_theta)[0] is small  # nothing more to drop

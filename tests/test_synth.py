@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from ec.cli import cli
-from ec.synth import SYNTH, recluster, run_synth
+from ec.experiments.synth import SYNTH, recluster, run_synth
 
 # A 2-2-1 teacher, 8 students of width 4 on 300 queries; step budgets (not time budgets), so
 # that the result does not depend on the machine's load. A neuron needs 4 students that agree
@@ -124,7 +124,7 @@ def test_deep_teacher_from_the_command_line(tmp_path):
     assert report["reconstruction"]["student_layer_sizes"] == [3, 4, 4, 1]
     rec = report["reconstruction"]
     assert rec["layer_sizes"][0] == 3 and rec["layer_sizes"][-1] == 1 and len(rec["layer_sizes"]) == 4
-    assert "bias_filter" in rec["layers"][0] and rec["removal_loss_factor"] == 10.0
+    assert "bias_filter" in rec["layers"][0] and rec["bias_filter"]["removal_loss_factor"] == 10.0
     # The retrained students are kept in the run directory, so a rerun does not train them again.
     rounds = rec["layers"][0]["bias_filter"]["rounds"]
     assert len(list((out / "retrained").glob("stage1-*/student-*.npz"))) >= 3 * rounds

@@ -1,5 +1,6 @@
 """The ``ec`` command line. It only parses, validates through ``ec.config`` and calls the
-public API; each command lives in its own module and is added to the group here."""
+pipelines of :mod:`ec.experiments`; each command lives in the module named after it and is
+added to the group here. Progress is rendered by :mod:`._progress`."""
 
 from __future__ import annotations
 
@@ -41,13 +42,25 @@ def config_option(section: str):
     )
 
 
+def fail_cleanly(func, *args, **kwargs):
+    """Known failure modes become one-line errors (exit 1); bad parameters stay usage errors."""
+    from ..config import ConfigError
+    from ..queries import DatasetUnavailable
+    from ..reconstruct import ReconstructionError
+    from ..runs import RunDirError
+
+    try:
+        return func(*args, **kwargs)
+    except ConfigError:
+        raise
+    except (DatasetUnavailable, RunDirError, ReconstructionError, FileNotFoundError, ImportError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def main():
     """Console-script entry point."""
     cli()
 
 
 # Each command module registers itself on ``cli`` when imported.
-from . import backends  # noqa: E402,F401
-from . import synth  # noqa: E402,F401
-from . import grid  # noqa: E402,F401
-from . import mnist  # noqa: E402,F401
+from . import backends, cluster, grid, mnist, plot, synth, teacher  # noqa: E402,F401

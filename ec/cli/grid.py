@@ -1,4 +1,4 @@
-"""``ec grid run|status|report|estimate`` (the paper's teacher grid) and ``ec plot teacher``."""
+"""``ec grid run|status|report|estimate|compare``: the paper's teacher grid."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from pathlib import Path
 
 import click
 
-from ..config import ConfigError, SEED, parse_int_list
-from ..grid import BUNDLED, GRID
+from ..config import ConfigError, parse_int_list
+from ..experiments.grid import BUNDLED, GRID
 from . import cli
+from ._progress import Progress
 
 _CONFIG_HELP = f"Grid config: one of {', '.join(BUNDLED)} (bundled) or a TOML file. [default: full]"
 
@@ -61,9 +62,7 @@ def grid_run(config, retry_failed, report, progress, **values):
     Units already recorded intact are skipped; a killed run loses at most the units in
     flight; changing a parameter recomputes only the units it affects.
     """
-    from tqdm import tqdm
-
-    from ..grid import grid_units, resolve_config, save_config
+    from ..experiments.grid import grid_units, resolve_config, save_config
     from ..runs.executors import execute, make_executor
     from ..runs.store import ResultStore, StoreError
 
@@ -82,20 +81,10 @@ def grid_run(config, retry_failed, report, progress, **values):
     except (RuntimeError, OSError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
 
-    bar = tqdm(total=len(units), unit="unit", disable=not progress, dynamic_ncols=True, file=sys.stderr)
-    counts = {"done": 0, "failed": 0, "stored": 0, "redo": 0}
+    bar = Progress(enabled=progress)
 
     def on_event(event, unit, rec):
-        if event == "skip":
-            counts["stored"] += 1
-            bar.total -= 1  # the bar and its ETA count only the work of this invocation
-            return
-        if event == "redo":
-            counts["redo"] += 1
-            return
-        counts[event] += 1
-        bar.set_postfix(done=counts["done"], failed=counts["failed"], remaining=bar.total - bar.n - 1, refresh=False)
-        bar.update(1)
+        bar("unit", status=event, total=len(units))
 
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
@@ -104,7 +93,7 @@ def grid_run(config, retry_failed, report, progress, **values):
         bar.close()
         store.close()
         click.echo(
-            f"\ninterrupted: {counts['done']} units computed and recorded in this run, {counts['stored']} were "
+            f"\ninterrupted: {bar.units['done']} units computed and recorded in this run, {bar.units['skip']} were "
             "already stored; rerun the same command to resume.",
             err=True,
         )
@@ -123,7 +112,7 @@ def grid_run(config, retry_failed, report, progress, **values):
 
 
 def _report(out: Path, cfg: dict) -> None:
-    from ..grid import REPORT_DIR, write_report
+    from ..experiments.grid import REPORT_DIR, write_report
 
     paths = write_report(out, cfg)
     import pandas as pd
@@ -136,7 +125,7 @@ _OUT = click.option("--out", "out", required=True, type=click.Path(file_okay=Fal
 
 
 def _open(out):
-    from ..grid import load_config
+    from ..experiments.grid import load_config
     from ..runs.store import STORE_FILE, ResultStore
 
     if not (Path(out) / STORE_FILE).is_file():
@@ -150,7 +139,7 @@ def grid_status_cmd(out):
     """Units done / failed / pending, and what each invocation computed or skipped."""
     import pandas as pd
 
-    from ..grid import grid_status
+    from ..experiments.grid import grid_status
 
     cfg, store = _open(out)
     with store:
@@ -184,7 +173,7 @@ def grid_report_cmd(out):
 @click.option("--cores", default="2", metavar="K[,K...]", help="Core counts to estimate for. [default: 2]")
 def grid_estimate_cmd(out, target, cores):
     """Extrapolate the measured cost per student of a run to another grid."""
-    from ..grid import estimate_cost, resolve_config, students_frame
+    from ..experiments.grid import estimate_cost, resolve_config, students_frame
 
     try:
         cores = parse_int_list(cores)
@@ -207,7 +196,7 @@ def grid_estimate_cmd(out, target, cores):
 @click.option("--other", required=True, type=click.Path(file_okay=False), help="Second run directory.")
 def grid_compare_cmd(out, other):
     """Check that two runs of one grid (e.g. local pool vs Dask) gave identical results."""
-    from ..grid import compare_runs
+    from ..experiments.grid import compare_runs
 
     _open(out)[1].close()
     _open(other)[1].close()
@@ -217,34 +206,3 @@ def grid_compare_cmd(out, other):
     if not table["identical"].all():
         raise click.ClickException(f"{int((~table['identical']).sum())} units differ or are missing")
     click.echo("identical: every unit's numbers and saved parameters agree bit for bit")
-
-
-@cli.group()
-def plot():
-    """Figures that need no run directory."""
-
-
-@plot.command("teacher")
-@click.option("--din", default=2, type=int, help="Input dimension (the plot needs 2). [default: 2]")
-@click.option("--r", "widths", default="2,4,8", metavar="R[,R...]", help="Teacher widths, one panel each. [default: 2,4,8]")
-@click.option("--index", default=0, type=int, help="Teacher index in its grid cell (seed scheme of ec grid). [default: 0]")
-@click.option("--seed", default=None, type=int, help=f"{SEED.help} [default: 0]")
-@click.option("--act", default="g", help="Hidden activation. [default: g]")
-@click.option("--out", "path", default="fig4a-teachers.png", type=click.Path(dir_okay=False), help="PNG path.")
-def plot_teacher(din, widths, index, seed, act, path):
-    """Fig. 4A: contour plot of d = 2 grid teachers with their hyperplanes and arrows."""
-    from ..grid import teacher_seed
-    from ..plots.teacher import plot_teachers
-    from ..teachers import make_teacher
-
-    if din != 2:
-        raise ConfigError(f"--din={din}: the contour plot needs 2 inputs; allowed: 2")
-    seed = SEED.validate(0 if seed is None else seed)
-    try:
-        rs = parse_int_list(widths)
-        seeds = [teacher_seed(seed, din, r, index) for r in rs]
-    except ValueError as exc:
-        raise ConfigError(f"--r={widths!r} / --index={index}: {exc}") from None
-    teachers = [make_teacher((din, r, 1), s, act) for r, s in zip(rs, seeds)]
-    titles = [f"d = {din}, r = {r} (teacher seed {s})" for r, s in zip(rs, seeds)]
-    click.echo(f"wrote {plot_teachers(teachers, path, titles)}")

@@ -15,7 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..teachers import INPUT_HALF_WIDTH, Teacher  # noqa: E402
+from ..queries.uniform import INPUT_HALF_WIDTH  # noqa: E402
+from ..teachers import Teacher  # noqa: E402
 from . import save_png  # noqa: E402
 
 SIGN_COLOURS = {1.0: "tab:red", -1.0: "tab:blue"}

@@ -34,17 +34,16 @@ from typing import Callable
 
 import numpy as np
 
-from .config import (ACTIVATION, BETA, GAMMA, N_STUDENTS, OUT, REEXPAND, RHO, SEED, ConfigError, Param, Schema,
+from ..config import (ACTIVATION, BETA, GAMMA, N_STUDENTS, OUT, REEXPAND, RHO, SEED, ConfigError, Param, Schema,
                      gamma_n_problem, parse_int_list, reexpand_problem)
-from .data import DATASET_NAMES, MASK_METHODS, ImageDataset, load_dataset, pixel_mask
-from .image_teachers import ImageTeacher, accuracy, train_image_teacher
-from .io import atomic_save_npz, atomic_write_json
-from .layerwise import LayerwiseExpandAndCluster, compare_layers, pooled_distances
-from .metrics import compare_networks, rmse
-from .mlp import MLPSpec
-from .reconstruct import ExpandAndCluster
-from .train import Budget, TrainResult, train_students
-from .train.torch_backend import DTYPES, resolve_device
+from ..io import atomic_save_npz, atomic_write_json
+from ..metrics import compare, pooled_distances, rmse
+from ..mlp import MLPSpec
+from ..queries import DATASET_NAMES, MASK_METHODS, ImageDataset, load_dataset, pixel_mask
+from ..reconstruct import ExpandAndCluster, LayerwiseExpandAndCluster
+from ..teachers.images import ImageTeacher, accuracy, train_image_teacher
+from ..train import Budget, TrainResult, train_students
+from ..train.torch_backend import DTYPES, resolve_device
 
 Array = np.ndarray
 Progress = Callable[..., None]
@@ -252,7 +251,7 @@ def run_mnist(config=None, progress: Progress | None = None, **values) -> dict:
     dict
         The report (also in ``<run dir>/report.json``).
     """
-    from .runs import RunDir
+    from ..runs import RunDir
 
     p = MNIST.resolve(values, config)
     _check_device(p["device"])
@@ -428,7 +427,6 @@ def table1_metrics(spec, theta, teacher: ImageTeacher, mask: Array, X_test: Arra
         Per matched neuron on the masked inputs (:func:`ec.metrics.match_neurons`).
     """
     deep = len(spec.hidden_sizes) > 1
-    compare = compare_layers if deep else compare_networks
     masked, rows = compare(*_masked(spec, theta, mask), *_masked(teacher.spec, teacher.params, mask))
     full, full_rows = compare(spec, theta, teacher.spec, teacher.params)
     if deep:
@@ -463,7 +461,7 @@ def cross_dataset_metrics(spec, theta, teacher: ImageTeacher, names, data_dir, d
     A dataset that is not available here, or whose images have another size, is reported
     with its reason instead of numbers.
     """
-    from .data import DatasetUnavailable
+    from ..queries import DatasetUnavailable
 
     out = {}
     for name in names:
@@ -494,7 +492,7 @@ def _student_summary(students: list[TrainResult], X_test: Array, y_test: Array) 
 
 
 def _plots(path: Path, teacher, est, students, mask, image_shape, rows) -> None:
-    from .plots import mnist as plots
+    from ..plots import mnist as plots
 
     rows = [r for r in rows if r.get("layer", 0) == 0]  # the pixel-space (first) layer of a deep network
     plots.plot_mask(mask, image_shape, path / "plots" / "mask.png")

@@ -21,36 +21,54 @@ bias-filters the grown layer.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
-from .activations import get_activation
-from .cluster import NeuronTable, angles_to, cluster_layer, collapse
-from .layerwise import fixed_weights_mask, stage_init, stage_seeds, sub_student, train_stage
-from .mlp import MLPSpec
-from .train import Budget, TrainResult
+from ..activations import get_activation
+from ..cluster import NeuronTable, angles_to, cluster_layer, collapse
+from ..mlp import MLPSpec
+from ..train import Budget, TrainResult
+from ._stages import StudentTraining, fixed_weights_mask, stage_init, stage_seeds, sub_student
 
 Array = np.ndarray
-MAX_ROUNDS = 3
-# The free neurons must lower the best loss this many times to count as a find.
-MIN_GAIN = 10.0
 # Seeds of re-expansion round k of stage s: stage_seeds(seed, SEED_STAGE_OFFSET * s + k, N),
 # apart from the retraining stages' (s < SEED_STAGE_OFFSET).
 SEED_STAGE_OFFSET = 100
 
 
-def reexpand_layer(est, X: Array, y: Array, fixed: list[tuple[Array, Array]], upper_widths: Sequence[int],
-                   stage: int, budget: Budget | None, n_free: int, gamma: float, beta: float,
-                   reference_loss: float, max_rounds: int = MAX_ROUNDS, min_gain: float = MIN_GAIN) -> dict:
+@dataclass(frozen=True)
+class Reexpansion:
+    """Settings of the re-expansion that follows each bias filter (not in the paper).
+
+    Attributes
+    ----------
+    n_free : int >= 0
+        Free neurons added to the layer in every student; 0: no re-expansion.
+    budget : Budget or None
+        Per student (None: the retraining budget; free neurons start small and need more).
+    max_rounds : int
+    min_gain : float
+        A round adds its neurons only if its best loss is this many times below the
+        previous round's (the first round's: below the reference loss).
+    """
+
+    n_free: int = 0
+    budget: Budget | None = None
+    max_rounds: int = 3
+    min_gain: float = 10.0
+
+
+def reexpand_layer(training: StudentTraining, X: Array, y: Array, fixed: list[tuple[Array, Array]],
+                   upper_widths: Sequence[int], stage: int, settings: Reexpansion, budget: Budget | None,
+                   gamma: float, beta: float, cut: str, feature_mask: Array | None, reference_loss: float) -> dict:
     """Grow the last reconstructed layer ``fixed[-1]`` (in place) by the neurons its free
     neurons agree on.
 
     Parameters
     ----------
-    est : ExpandAndCluster
-        Supplies ``n_students``, ``seed``, ``backend``, ``n_jobs``, ``backend_options``,
-        ``activation``, ``cut``, ``feature_mask`` (first layer), ``retrain_dir`` and the progress callback.
+    training : StudentTraining
     X, y : ndarray of float64, shapes (n, d_in) and (n, d_out)
     fixed : list of (W, b)
         The reconstructed layers; the last one grows.
@@ -58,18 +76,17 @@ def reexpand_layer(est, X: Array, y: Array, fixed: list[tuple[Array, Array]], up
         Widths of the hidden layers above.
     stage : int
         ``len(fixed)``.
+    settings : Reexpansion
+        ``n_free >= 1``.
     budget : Budget or None
         Per student.
-    n_free : int >= 1
-        Free neurons added to the layer in every student.
     gamma, beta : float
         The layer's clustering parameters.
+    cut : str
+    feature_mask : ndarray of bool or None
+        The first layer's clustering inputs (None for later layers).
     reference_loss : float
         Best loss of the students trained with the layer as it is (no free neurons).
-    max_rounds : int
-    min_gain : float
-        A round adds its neurons only if its best loss is this many times below the
-        previous round's (the first round's: below ``reference_loss``).
 
     Returns
     -------
@@ -78,36 +95,36 @@ def reexpand_layer(est, X: Array, y: Array, fixed: list[tuple[Array, Array]], up
         clusters of free neurons not already in the layer), ``rounds``, ``best_loss`` and
         ``median_loss`` per round (usable students), ``reference_loss``.
     """
-    act = est.activation
+    act, n_free = training.activation, settings.n_free
     sign_invariant = get_activation(act).sign_symmetric
     report = {"added": [], "free_clusters": [], "rounds": 0, "best_loss": [], "median_loss": [],
               "reference_loss": float(reference_loss)}
     previous = reference_loss
-    for k in range(1, max_rounds + 1):
+    for k in range(1, settings.max_rounds + 1):
         W, b = fixed[-1]
         m = len(b)
         spec = MLPSpec((X.shape[1], *(len(bb) for _, bb in fixed[:-1]), m + n_free, *upper_widths, y.shape[1]), act)
-        seeds = stage_seeds(est.seed, SEED_STAGE_OFFSET * stage + k, int(est.n_students))
+        seeds = stage_seeds(training.seed, SEED_STAGE_OFFSET * stage + k, training.n_students)
         theta0s = [_init(spec, fixed, s) for s in seeds]
-        results, usable = train_stage(est, X, y, spec, seeds, theta0s, _mask(spec, len(fixed), m), budget,
-                                      f"re-expand layer {stage}: {m} fixed + {n_free} free neurons (round {k})",
-                                      f"reexpand{stage}")
+        label = f"re-expand layer {stage}: {m} fixed + {n_free} free neurons (round {k})"
+        _, usable = training.train_stage(X, y, spec, seeds, theta0s, _mask(spec, len(fixed), m), budget, label,
+                                         f"reexpand{stage}")
         losses = sorted(s.loss for s in usable)
         report["rounds"] = k
         report["best_loss"].append(float(losses[0]))
         report["median_loss"].append(float(losses[len(losses) // 2]))
         parts = [sub_student(s, stage - 1, slice(m, None)) for s in usable]
-        new_W, new_b = _agreed_free_neurons(parts, act, gamma, beta, est.cut, est.feature_mask if stage == 1 else None)
+        new_W, new_b = _agreed_free_neurons(parts, act, gamma, beta, cut, feature_mask)
         new = [i for i in range(len(new_b)) if not _near_any(np.append(new_W[i], new_b[i]), W, b, beta,
                                                              sign_invariant)]
         report["free_clusters"].append(len(new))
         gain = previous / max(losses[0], 1e-300)
-        if gain < min_gain:
+        if gain < settings.min_gain:
             new = []
         report["added"].append(len(new))
-        est._emit("stage", name=f"re-expand layer {stage} round {k}: best loss {losses[0]:.2e} (before: "
-                                f"{previous:.2e}, needs {min_gain:g}x lower), {report['free_clusters'][-1]} new free "
-                                f"cluster(s), {len(new)} neuron(s) added")
+        training.emit("stage", name=f"re-expand layer {stage} round {k}: best loss {losses[0]:.2e} (before: "
+                                    f"{previous:.2e}, needs {settings.min_gain:g}x lower), "
+                                    f"{report['free_clusters'][-1]} new free cluster(s), {len(new)} neuron(s) added")
         if not new:
             break
         previous = losses[0]

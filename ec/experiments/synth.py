@@ -16,16 +16,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from .cluster import LayerClusters
-from .config import ACTIVATION, BACKEND, BETA, GAMMA, JOBS, N_STUDENTS, OUT, RHO, SEED, ConfigError, Param, Schema
-from .config import REEXPAND, gamma_n_problem, parse_int_list, reexpand_problem
-from .io import atomic_write_json
-from .layerwise import LayerwiseExpandAndCluster, compare_layers
-from .metrics import compare_networks
-from .reconstruct import FINETUNE_BUDGET, ExpandAndCluster, ReconstructionError
-from .runs import RunDir
-from .teachers import Teacher, make_teacher
-from .train import Budget
+from ..cluster import LayerClusters
+from ..config import ACTIVATION, BACKEND, BETA, GAMMA, JOBS, N_STUDENTS, OUT, RHO, SEED, ConfigError, Param, Schema
+from ..config import REEXPAND, gamma_n_problem, parse_int_list, reexpand_problem
+from ..finetune import FINETUNE_BUDGET
+from ..io import atomic_write_json
+from ..metrics import compare
+from ..reconstruct import ExpandAndCluster, LayerwiseExpandAndCluster, ReconstructionError
+from ..runs import RunDir
+from ..teachers import Teacher, make_teacher
+from ..train import Budget
 
 # A reconstruction is "recovered" at this test RMSE with the teacher's width (the paper
 # calls 1e-14 "zero loss"; issue 4 asks for 1e-10).
@@ -274,7 +274,6 @@ def evaluate(est: ExpandAndCluster, teacher: Teacher, data, students, target: Pa
         RunDir.clear_result(target)
         atomic_write_json(target / "report.json", report)
         return report
-    compare = compare_layers if teacher.spec.n_layers > 2 else compare_networks
     summary, rows = compare(est.spec_, est.params_, teacher.spec, teacher.params, data.X_test, data.y_test)
     summary["train_rmse"] = est.report_["train_rmse"]
     summary["best_student_rmse"] = math.sqrt(min(losses))
@@ -302,7 +301,7 @@ def _widths(spec):
 
 def write_plots(clusters: LayerClusters, rows: list[dict], summary: dict, folder: Path) -> list[Path]:
     """Similarity matrix, dendrogram with the cut, and neuron alignment PNGs."""
-    from .plots.synth import plot_alignment, plot_dendrogram, plot_similarity
+    from ..plots.synth import plot_alignment, plot_dendrogram, plot_similarity
 
     return [
         plot_similarity(clusters, folder / "similarity.png"),

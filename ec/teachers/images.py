@@ -12,10 +12,10 @@ from typing import Callable
 
 import numpy as np
 
-from .data import ImageDataset
-from .io import atomic_save_npz
-from .mlp import MLPSpec
-from .teachers import Teacher
+from ..io import atomic_save_npz
+from ..mlp import MLPSpec
+from ..queries import ImageDataset
+from .synthetic import Teacher
 
 Array = np.ndarray
 
@@ -118,7 +118,7 @@ def train_image_teacher(
     progress : callable(dict), optional
         Called after every epoch with ``epoch``, ``train_loss``, ``val_loss``, ``val_accuracy``.
     """
-    from .train.torch_backend import torch_threads
+    from ..train.torch_backend import torch_threads
 
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction={val_fraction!r}; allowed: 0 < val_fraction < 1")
@@ -138,8 +138,8 @@ def _fit_classifier(spec, data, seed, max_epochs, patience, batch_size, lr, val_
     """Adam on cross-entropy with early stopping; ``(best params, val accuracy, epochs, n_train)``."""
     import torch
 
-    from .train.torch_backend import batched_forward, resolve_device, stack_params, torch_activation, torch_dtype
-    from .train.torch_backend import unstack_params
+    from ..train.torch_backend import batched_forward, resolve_device, stack_params, torch_activation, torch_dtype
+    from ..train.torch_backend import unstack_params
 
     dev, dt = resolve_device(device), torch_dtype(dtype)
     rng = np.random.default_rng((seed, 1))

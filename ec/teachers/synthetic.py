@@ -7,7 +7,8 @@ unit length and ``w`` and ``b`` are multiplied by 3. Deep teachers stack this
 construction, rescaling each layer's incoming weights so that it sees standardised inputs
 (zero mean, unit variance per unit over the standardisation sample). The output weights
 are scaled so that each output has zero mean and unit variance: ``a <- a / std(y)``,
-``b_out = -mean(y) / std(y)``. Inputs are uniform on ``[-sqrt(3), sqrt(3)]^d``.
+``b_out = -mean(y) / std(y)``. The teacher is queried on inputs uniform on
+``[-sqrt(3), sqrt(3)]^d`` (:mod:`ec.queries.uniform`).
 """
 
 from __future__ import annotations
@@ -18,24 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .activations import get_activation
-from .io import atomic_save_npz
-from .mlp import MLPSpec
+from ..activations import get_activation
+from ..io import atomic_save_npz
+from ..mlp import MLPSpec
+from ..queries.uniform import Dataset, uniform_dataset, uniform_inputs
 
 Array = np.ndarray
-INPUT_HALF_WIDTH = np.sqrt(3.0)
 _BIAS_LEVELS = np.array([-2.0, -1.0, 0.0, 1.0, 2.0]) * np.sqrt(3.0) / 3.0
 _MAX_REDRAWS = 10_000
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """Teacher queries: training and held-out inputs with the teacher's outputs (float64)."""
-
-    X_train: Array
-    y_train: Array
-    X_test: Array
-    y_test: Array
 
 
 @dataclass(frozen=True)
@@ -50,17 +41,12 @@ class Teacher:
         return self.spec.forward(self.params, X)
 
     def dataset(self, n_train: int = 30_000, n_test: int = 10_000, seed: int | None = None) -> Dataset:
-        """Uniform inputs on ``[-sqrt 3, sqrt 3]^d`` and teacher outputs.
-
-        Train and test inputs come from independent streams of ``seed`` (default: the
-        teacher's own seed), so the same seed always gives the same data.
-        """
+        """The teacher's answers on uniform queries (:func:`ec.queries.uniform_dataset`);
+        ``seed`` defaults to the teacher's own seed, so the same seed always gives the same data."""
         seed = self.seed if seed is None else seed
         if seed is None:
             raise ValueError("seed is required for a teacher that was not made from a seed")
-        X_train = uniform_inputs(n_train, self.spec.d_in, (seed, 1))
-        X_test = uniform_inputs(n_test, self.spec.d_in, (seed, 2))
-        return Dataset(X_train, self.predict(X_train), X_test, self.predict(X_test))
+        return uniform_dataset(self.predict, self.spec.d_in, n_train, n_test, seed)
 
     def save(self, path: str | Path) -> None:
         """Write an ``.npz`` file atomically."""
@@ -73,12 +59,6 @@ class Teacher:
             meta = json.loads(str(f["meta"]))
             params = np.array(f["params"], dtype=np.float64)
         return cls(MLPSpec(tuple(meta["layer_sizes"]), meta["activation"]), params, meta["seed"])
-
-
-def uniform_inputs(n: int, d: int, seed) -> Array:
-    """``(n, d)`` float64 inputs uniform on ``[-sqrt 3, sqrt 3]`` (unit variance)."""
-    rng = np.random.default_rng(seed)
-    return rng.uniform(-INPUT_HALF_WIDTH, INPUT_HALF_WIDTH, size=(n, d))
 
 
 def _draw_layer(rng: np.random.Generator, fan_in: int, width: int) -> tuple[Array, Array]:

@@ -1,64 +1,57 @@
-"""The Expand-and-Cluster estimator: N overparameterised students -> the teacher's network.
-
-Paper section 5 (steps 2-4) and appendix A.3. For each hidden layer, from the first:
-cluster the layer's neurons over the N students (:mod:`ec.cluster`), collapse each kept
-cluster winner-take-all, fix the output bias and (even+linear activations) the affine
-correction by least squares; then fine-tune the biases with the weight vectors fixed, and
-finally the whole reconstructed network, with the trainer backend.
-
-:meth:`ExpandAndCluster.fit` reconstructs one hidden layer; students with several hidden
-layers (or per-layer ``gamma`` / ``beta``) go to :func:`ec.layerwise.fit_layerwise`, which
-calls :meth:`_reconstruct_layer` (the layer's inputs and targets) layer by layer and
-retrains the remaining layers in between.
-"""
+"""The Expand-and-Cluster estimator for one hidden layer (paper section 5, steps 2-4;
+appendix A.3): N overparameterised students, their hidden layer clustered and collapsed
+(:mod:`._layer`), then the biases and finally the whole network fine-tuned
+(:mod:`ec.finetune`). Deep networks: :class:`ec.reconstruct.LayerwiseExpandAndCluster`."""
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from .activations import HIDDEN_ACTIVATIONS, get_activation
-from .cluster import Layer, LayerClusters, NeuronTable, cluster_layer, collapse, correct_affine, prune_inactive
-from .mlp import MLPSpec, mse
-from .train import Budget, TrainResult, backend_names, train_students
+from ..activations import HIDDEN_ACTIVATIONS
+from ..finetune import BIAS_BUDGET, FINETUNE_BUDGET, bias_mask, drop_dead_neurons, finetune
+from ..mlp import MLPSpec, mse
+from ..train import Budget, TrainResult, backend_names
+from ._layer import ReconstructionError, reconstruct_layer
+from ._report import Report
+from ._stages import StudentTraining, student_seed, usable
 
 Array = np.ndarray
 
-# Biases only (m_hat + d_out parameters): a Newton trust-region solve, no gradient flow.
-BIAS_BUDGET = Budget(ode_steps=0, ode_time=0.0, optim_steps=200, optim_time=30.0)
-# Whole reconstructed network: it starts next to a minimum, so the second-order phase
-# does the work; a short gradient flow first helps when the collapse is less accurate.
-FINETUNE_BUDGET = Budget(ode_steps=500, ode_time=30.0, optim_steps=2000, optim_time=120.0)
 
+def per_layer(value, n_layers: int, name: str) -> tuple[float, ...]:
+    """One float per hidden layer from a scalar or a sequence of ``n_layers`` values.
 
-class ReconstructionError(RuntimeError):
-    """Nothing could be reconstructed (no usable student, or no cluster survived)."""
-
-
-def student_seed(seed: int, index: int) -> int:
-    """Seed of student ``index``: ``10000 * seed + index`` (so seed 0 gives 0, 1, 2, ...,
-    the students of ``ec grid``)."""
-    return 10_000 * int(seed) + int(index)
+    Raises
+    ------
+    ValueError
+        A sequence of the wrong length.
+    """
+    if np.ndim(value) == 0:
+        return (float(value),) * n_layers
+    values = tuple(float(v) for v in value)
+    if len(values) != n_layers:
+        raise ValueError(f"{name}={tuple(value)!r}: give one value or one per hidden layer ({n_layers})")
+    return values
 
 
 class ExpandAndCluster:
-    """Recover a network's layer sizes and weights from its input-output pairs.
+    """Recover a one-hidden-layer network's width and weights from its input-output pairs.
 
     Parameters
     ----------
     student_hidden_sizes : tuple of int
-        Hidden widths of the overparameterised students, e.g. ``(rho * r,)``; several
-        widths reconstruct a deep network layer by layer (:mod:`ec.layerwise`).
+        Hidden width of the overparameterised students, ``(rho * r,)``. Several hidden
+        layers: :class:`ec.reconstruct.LayerwiseExpandAndCluster`.
     n_students : int
         N, the number of students.
-    gamma : float in (0, 1], or one per hidden layer
+    gamma : float in (0, 1]
         A cluster must hold at least ``ceil(gamma N)`` neurons.
-    beta : float, or one per hidden layer
+    beta : float
         Maximal median within-cluster angle of the input weight vectors (radians).
     activation : str
         Hidden activation of students and reconstruction.
@@ -67,7 +60,8 @@ class ExpandAndCluster:
     budget : Budget, optional
         Per-student training budget (default: the backend's :class:`Budget` defaults).
     finetune_budget : Budget, optional
-        Budget of the final fine-tune of the whole network (default :data:`FINETUNE_BUDGET`).
+        Budget of the final fine-tune of the whole network (default
+        :data:`ec.finetune.FINETUNE_BUDGET`).
     seed : int
         Student ``i`` is initialised from :func:`student_seed(seed, i) <student_seed>`.
     n_jobs : int, optional
@@ -83,9 +77,7 @@ class ExpandAndCluster:
         Dendrogram cut criterion (:func:`ec.cluster.cluster_neurons`): maximise the number
         of big and aligned clusters (default), or of big clusters as in the paper.
     retrain_dir : str or Path, optional
-        Deep networks: folder where the students of every retraining round are saved as
-        they finish (one subfolder per round, named by a hash of its inputs); a rerun loads
-        them instead of training them again (:func:`ec.train.cached.train_students_cached`).
+        Deep networks: folder where the students of every retraining round are saved.
 
     Attributes
     ----------
@@ -100,8 +92,8 @@ class ExpandAndCluster:
         All students, failed ones included.
     clusters_ : list of LayerClusters
         One per hidden layer; ``info`` holds the merge groups and the collapse details.
-    report_ : dict
-        JSON-friendly summary (sizes, clustering, losses per stage, timings).
+    report_ : Report
+        Summary (sizes, clustering, losses per stage, timings).
     """
 
     def __init__(
@@ -140,14 +132,17 @@ class ExpandAndCluster:
 
     # -- parameters -------------------------------------------------------------------
 
-    def _check_params(self) -> None:
-        from .layerwise import per_layer  # ec.layerwise imports this module
+    _deep = False  # LayerwiseExpandAndCluster: several hidden layers
 
+    def _check_params(self) -> None:
         sizes = tuple(self.student_hidden_sizes)
         if not sizes:
             raise ValueError(f"student_hidden_sizes={sizes!r}: give one width per hidden layer")
         if any(int(s) < 1 for s in sizes):
             raise ValueError(f"student_hidden_sizes={sizes!r}: widths must be >= 1")
+        if len(sizes) > 1 and not self._deep:
+            raise ValueError(f"student_hidden_sizes={sizes!r}: ExpandAndCluster reconstructs one hidden layer; "
+                             "use LayerwiseExpandAndCluster for several")
         if int(self.n_students) < 2:
             raise ValueError(f"n_students={self.n_students!r}: need at least 2 students to cluster")
         if not all(0 < g <= 1 for g in per_layer(self.gamma, len(sizes), "gamma")):
@@ -164,6 +159,13 @@ class ExpandAndCluster:
     def _emit(self, event: str, **info) -> None:
         if self.progress is not None:
             self.progress(event, **info)
+
+    def _training(self) -> StudentTraining:
+        return StudentTraining(
+            activation=self.activation, n_students=int(self.n_students), seed=int(self.seed), backend=self.backend,
+            backend_options=dict(self.backend_options or {}), n_jobs=self.n_jobs,
+            retrain_dir=None if self.retrain_dir is None else Path(self.retrain_dir), progress=self.progress,
+        )
 
     def student_spec(self, d_in: int, d_out: int) -> MLPSpec:
         """Architecture of the overparameterised students."""
@@ -222,10 +224,7 @@ class ExpandAndCluster:
             self._emit("student", index=i, result=res, done=n_done, total=total, resumed=False)
 
         if todo:
-            train_students(
-                spec, X, y, [seeds[i] for i in todo], backend=self.backend, budget=self.budget,
-                n_jobs=self.n_jobs, on_result=finished, **(self.backend_options or {}),
-            )
+            self._training().train(spec, X, y, [seeds[i] for i in todo], self.budget, on_result=finished)
         return results
 
     # -- steps 3 and 4 ------------------------------------------------------------------
@@ -243,27 +242,29 @@ class ExpandAndCluster:
             Already trained students (re-clustering, other backends); then nothing is
             trained except the fine-tuning.
 
+        Returns
+        -------
+        self
+
         Raises
         ------
         ReconstructionError
             Fewer than two usable students, or no cluster survived.
         """
         self._check_params()
-        if len(self.student_hidden_sizes) > 1 or np.ndim(self.gamma) or np.ndim(self.beta):
-            from .layerwise import fit_layerwise
-
-            return fit_layerwise(self, X, y, students)
         X, y = _as_xy(X, y)
+        (gamma,), (beta,) = per_layer(self.gamma, 1, "gamma"), per_layer(self.beta, 1, "beta")
         t0 = time.perf_counter()
         students = list(students) if students is not None else self.train_students(X, y)
         t_students = time.perf_counter() - t0
-        usable = [s for s in students if not s.failed and np.isfinite(s.loss)]
-        if len(usable) < 2:
-            raise ReconstructionError(f"only {len(usable)} of {len(students)} students are usable (not failed)")
+        good = usable(students)
+        if len(good) < 2:
+            raise ReconstructionError(f"only {len(good)} of {len(students)} students are usable (not failed)")
 
         t1 = time.perf_counter()
         self._emit("stage", name="cluster")
-        layer, clusters, info = self._reconstruct_layer(usable, X, y)
+        layer, clusters, info = reconstruct_layer(good, X, y, self.activation, gamma, beta, self.feature_mask,
+                                                  self.cut)
         t_cluster = time.perf_counter() - t1
 
         spec = MLPSpec((X.shape[1], len(layer.b), y.shape[1]), self.activation)
@@ -271,106 +272,52 @@ class ExpandAndCluster:
         losses = {"collapsed": mse(spec, theta, X, y)}
         t2 = time.perf_counter()
         self._emit("stage", name="finetune")
-        theta, losses["biases"] = self._finetune(spec, X, y, theta, BIAS_BUDGET, _bias_mask(spec))
+        theta, losses["biases"] = self._finetune(spec, X, y, theta, BIAS_BUDGET, bias_mask(spec))
         theta, losses["finetuned"] = self._finetune(spec, X, y, theta, self.finetune_budget or FINETUNE_BUDGET, None)
-        spec, theta = _drop_dead_neurons(spec, theta)
+        spec, theta = drop_dead_neurons(spec, theta)
         t_finetune = time.perf_counter() - t2
 
+        self._set_network(spec, theta)
+        self.students_ = students
+        self.clusters_ = [clusters]
+        self.report_ = Report(
+            layer_sizes=list(spec.layer_sizes),
+            student_layer_sizes=list(good[0].spec.layer_sizes),
+            m_hat=[spec.hidden_sizes[0]],
+            n_students=len(students),
+            n_usable_students=len(good),
+            failed_students=_failed(students),
+            student_losses=[float(s.loss) for s in students],
+            gamma=[gamma],
+            beta=[beta],
+            activation=self.activation,
+            layers=[info],
+            train_loss=losses,
+            train_rmse=math.sqrt(losses["finetuned"]),
+            seconds={"students": t_students, "cluster": t_cluster, "finetune": t_finetune},
+        )
+        return self
+
+    def _set_network(self, spec: MLPSpec, theta: Array) -> None:
         self.spec_ = spec
         self.params_ = theta
         self.layer_sizes_ = spec.layer_sizes
         self.weights_ = [(W.copy(), b.copy()) for W, b in spec.unpack(theta)]
-        self.students_ = students
-        self.clusters_ = [clusters]
-        self.report_ = {
-            "layer_sizes": list(spec.layer_sizes),
-            "student_layer_sizes": list(usable[0].spec.layer_sizes),
-            "m_hat": [spec.hidden_sizes[0]],
-            "n_students": len(students),
-            "n_usable_students": len(usable),
-            "failed_students": [i for i, s in enumerate(students) if s.failed or not np.isfinite(s.loss)],
-            "student_losses": [float(s.loss) for s in students],
-            "gamma": float(self.gamma),
-            "beta": float(self.beta),
-            "activation": self.activation,
-            "layers": [info],
-            "train_loss": losses,
-            "train_rmse": math.sqrt(losses["finetuned"]),
-            "seconds": {"students": t_students, "cluster": t_cluster, "finetune": t_finetune},
-        }
-        return self
 
-    def _reconstruct_layer(self, students: list[TrainResult], X: Array, y: Array) -> tuple[Layer, LayerClusters, dict]:
-        """Cluster, collapse and correct one hidden layer.
-
-        ``X`` are the layer's inputs and ``y`` the targets its outgoing weights must
-        reproduce (for one hidden layer: the network inputs and outputs).
-        """
-        table = NeuronTable.from_students(students)
-        clusters = cluster_layer(table, self.activation, self.gamma, self.beta, self.feature_mask, self.cut)
-        if clusters.n_kept == 0:
-            raise ReconstructionError(
-                f"no cluster of aligned neurons from >= {clusters.min_size} students (gamma={self.gamma}, "
-                f"beta={self.beta:.4g}): the students do not agree on any neuron"
-            )
-        layer, winners = collapse(table, clusters, self.activation, self.feature_mask)
-        layer, pruned = prune_inactive(layer, X, self.activation)
-        if len(layer.b) == 0:
-            raise ReconstructionError("every kept cluster is a constant- or zero-type neuron")
-        layer, affine = correct_affine(layer, X, y, self.activation)
-        clusters = replace(clusters, info={**clusters.info, "collapse": winners, "pruned": pruned, "affine": affine})
-        labels, reasons = clusters.labels, list(clusters.rejected.values())
-        info = {
-            "n_neurons": int(len(labels)),
-            "n_clusters": int(len(np.unique(labels))),
-            "n_big": clusters.info["n_big"],
-            "kept": len(clusters.kept),
-            "rejected_small": reasons.count("small"),
-            "rejected_unaligned": reasons.count("unaligned"),
-            "merged": clusters.info["merged"],
-            "min_size": clusters.min_size,
-            "cut": self.cut,
-            "cut_height": clusters.cut_height,
-            "metric": clusters.metric,
-            "sign_invariant": clusters.sign_invariant,
-            "collapse": winners,
-            "pruned": pruned,
-            "affine": affine,
-        }
-        return layer, clusters, info
-
-    def _finetune(
-        self, spec: MLPSpec, X: Array, y: Array, theta: Array, budget: Budget, trainable
-    ) -> tuple[Array, float]:
-        """One training run from ``theta``; keeps ``theta`` if training fails or does worse."""
-        before = mse(spec, theta, X, y)
-        res = train_students(
-            spec, X, y, [int(self.seed)], backend=self.backend, budget=budget, n_jobs=1,
-            theta0s=[theta], trainable=trainable, **(self.backend_options or {}),
-        )[0]
-        if res.failed or not res.loss < before:
-            return theta, before
-        return res.params, mse(spec, res.params, X, y)
+    def _finetune(self, spec: MLPSpec, X: Array, y: Array, theta: Array, budget: Budget, trainable):
+        return finetune(spec, X, y, theta, budget, trainable, self.backend, self.seed, self.backend_options)
 
     # -- use ----------------------------------------------------------------------------
 
     def predict(self, X: Array) -> Array:
         """Outputs of the reconstructed network, shape (n_samples, d_out)."""
         if not hasattr(self, "params_"):
-            raise RuntimeError("ExpandAndCluster is not fitted yet: call fit(X, y) first")
+            raise RuntimeError(f"{type(self).__name__} is not fitted yet: call fit(X, y) first")
         return self.spec_.forward(self.params_, X)
 
 
-def _drop_dead_neurons(spec: MLPSpec, theta: Array) -> tuple[MLPSpec, Array]:
-    """Remove hidden neurons whose outgoing weights are exactly zero (the flow trainer's
-    symmetry reduction leaves such neurons when it finds the network smaller than it is):
-    the network function is unchanged, bit for bit."""
-    (W, b), (A, c) = spec.unpack(theta)
-    alive = np.any(A != 0, axis=0)
-    if alive.all() or not alive.any():
-        return spec, theta
-    small = spec.with_hidden_sizes((int(alive.sum()),))
-    return small, small.pack([(W[alive], b[alive]), (A[:, alive], c)])
+def _failed(students: Sequence[TrainResult]) -> list[int]:
+    return [i for i, s in enumerate(students) if s.failed or not np.isfinite(s.loss)]
 
 
 def _as_xy(X, y) -> tuple[Array, Array]:
@@ -379,11 +326,3 @@ def _as_xy(X, y) -> tuple[Array, Array]:
         raise ValueError(f"X has shape {X.shape}; expected (n_samples, d_in)")
     y = np.ascontiguousarray(np.asarray(y, dtype=np.float64).reshape(len(X), -1))
     return X, y
-
-
-def _bias_mask(spec: MLPSpec) -> Array:
-    """Trainable mask of every bias (weights fixed), appendix A.3."""
-    mask = np.zeros(spec.n_params, dtype=bool)
-    for _, b0, end in spec.offsets():
-        mask[b0:end] = True
-    return mask

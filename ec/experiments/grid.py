@@ -37,10 +37,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import ACTIVATION, BACKEND, BETA, GAMMA, JOBS, OUT, SEED, ConfigError, Param, Schema, parse_int_list
-from .io import atomic_write_json, atomic_write_text
-from .runs.executors import Unit, UnitOutput, check_scheduler
-from .runs.store import ResultStore
+from ..config import ACTIVATION, BACKEND, BETA, GAMMA, JOBS, OUT, SEED, ConfigError, Param, Schema, parse_int_list
+from ..io import atomic_write_json, atomic_write_text
+from ..runs.executors import Unit, UnitOutput, check_scheduler
+from ..runs.store import ResultStore
 
 UNIT_VERSION = 2  # bump when a unit function's meaning changes: every key changes with it
 CONFIG_FILE = "grid-config.json"
@@ -260,7 +260,7 @@ def grid_units(cfg: dict) -> list[Unit]:
 @lru_cache(maxsize=2)
 def _teacher_and_data(d: int, r: int, seed: int, act: str, n_train: int, n_test: int):
     """Teacher and queries; cached because a worker trains many students of one teacher."""
-    from .teachers import make_teacher
+    from ..teachers import make_teacher
 
     teacher = make_teacher((d, r, 1), seed, act)
     return teacher, teacher.dataset(n_train, n_test)
@@ -268,8 +268,8 @@ def _teacher_and_data(d: int, r: int, seed: int, act: str, n_train: int, n_test:
 
 def train_student_unit(config: dict, inputs: dict) -> UnitOutput:
     """Unit function: train one student from its seeded Glorot initialisation."""
-    from .mlp import MLPSpec
-    from .train import Budget, get_backend
+    from ..mlp import MLPSpec
+    from ..train import Budget, get_backend
 
     _, data = _teacher_and_data(config["d"], config["r"], config["teacher_seed"], config["act"], config["n_train"], 1)
     spec = MLPSpec((config["d"], config["m"], 1), config["act"])
@@ -302,9 +302,9 @@ def reconstruct_unit(config: dict, inputs: dict) -> UnitOutput:
     A reconstruction that finds no cluster is a result (nothing recovered: ``m_hat = 0``),
     not a failure of the unit.
     """
-    from .metrics import compare_networks
-    from .reconstruct import ExpandAndCluster, ReconstructionError
-    from .train import Budget, TrainResult
+    from ..metrics import compare_networks
+    from ..reconstruct import ExpandAndCluster, ReconstructionError
+    from ..train import Budget, TrainResult
 
     teacher, data = _teacher_and_data(
         config["d"], config["r"], config["teacher_seed"], config["act"], config["n_train"], config["n_test"]
@@ -427,7 +427,7 @@ def grid_status(store: ResultStore, cfg: dict) -> pd.DataFrame:
 
 def write_report(out: str | Path, cfg: dict | None = None) -> dict[str, Path]:
     """Write the CSV tables and the Fig. 4B/C and 5B figures under ``out/report``."""
-    from .plots.grid import plot_reconstructions, plot_students
+    from ..plots.grid import plot_reconstructions, plot_students
 
     out = Path(out)
     cfg = cfg or load_config(out)
