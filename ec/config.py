@@ -82,6 +82,8 @@ class Param:
         A boolean ``--x/--no-x`` switch.
     cli : bool
         Whether the parameter is a command-line option (False: config file only).
+    aliases : tuple of str
+        Older or alternative spellings (Python names), accepted as options and config keys.
     """
 
     name: str
@@ -94,6 +96,7 @@ class Param:
     flag: bool = False
     cli: bool = True
     metavar: str | None = None
+    aliases: tuple[str, ...] = ()
 
     @property
     def option(self) -> str:
@@ -130,25 +133,34 @@ class Schema:
     def defaults(self) -> dict:
         return {p.name: p.default for p in self.params}
 
+    def canonical(self) -> dict[str, str]:
+        """Every accepted key (names and aliases, with ``_`` or ``-``) -> the parameter's name."""
+        names = {}
+        for p in self.params:
+            for n in (p.name, *p.aliases):
+                names[n] = names[n.replace("_", "-")] = p.name
+        return names
+
     def resolve(self, cli_values: dict | None = None, config: str | Path | dict | None = None) -> dict:
         """Defaults < config file (or dict) < explicitly given CLI values; all validated."""
         values = self.defaults()
         if config is not None:
             table = load_toml(config) if not isinstance(config, dict) else dict(config)
             table = table.get(self.name, table)
-            known = {p.name for p in self.params}
+            canonical = self.canonical()
             for key, val in table.items():
-                key_py = key.replace("-", "_")
                 if isinstance(val, dict):
                     continue  # a section for another command in a shared file
-                if key_py not in known:
+                if key not in canonical:
+                    known = sorted(p.name for p in self.params)
                     raise ConfigError(
-                        f"config key {key!r} is not a parameter of '{self.name}'; allowed: {', '.join(sorted(known))}"
+                        f"config key {key!r} is not a parameter of '{self.name}'; allowed: {', '.join(known)}"
                     )
-                values[key_py] = val
+                values[canonical[key]] = val
+        canonical = self.canonical()
         for key, val in (cli_values or {}).items():
-            if val is not None and key in values:
-                values[key] = val
+            if val is not None and canonical.get(key, key) in values:
+                values[canonical.get(key, key)] = val
         out = {p.name: p.validate(values[p.name]) for p in self.params}
         for check in self.cross_checks:
             msg = check(out)
@@ -167,9 +179,9 @@ class Schema:
                 name = p.name.replace("_", "-")
                 func = click.option(f"--{name}/--no-{name}", p.name, default=None, help=help_text)(func)
             else:
-                func = click.option(p.option, p.name, default=None, help=help_text, metavar=p.metavar or "VALUE")(
-                    func
-                )
+                aliases = ["--" + a.replace("_", "-") for a in p.aliases]
+                func = click.option(p.option, *aliases, p.name, default=None, help=help_text,
+                                    metavar=p.metavar or "VALUE")(func)
         return func
 
 
@@ -237,7 +249,8 @@ BETA = Param(
     "0 < beta <= pi",
     lambda b: 0 < b <= math.pi,
 )
-ACTIVATION = Param("act", _hidden_activation, "g", "Hidden activation.", "a registered activation name")
+ACTIVATION = Param("act", _hidden_activation, "g", "Hidden activation (API: activation=).", "a registered activation name",
+                   aliases=("activation",))
 REEXPAND = Param("reexpand", int, 0, "Deep teachers: after each bias filter, retrain with this many free neurons "
                  "beside the reconstructed layer and add the neurons they agree on, when they improve the fit "
                  "(not in the paper; finds neurons the clustering missed). 0: off.", ">= 0", lambda v: v >= 0,

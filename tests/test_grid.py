@@ -30,7 +30,7 @@ from ec.runs.store import ResultStore
 
 REPO = Path(__file__).resolve().parents[1]
 
-MINI = {"d_in": [2, 4], "r": [2], "n_teachers": 2, "rho": [1, 4], "reconstruct_rho": [4], "n_students": 3}
+MINI = {"din": [2, 4], "r": [2], "n_teachers": 2, "rho": [1, 4], "reconstruct_rho": [4], "n_students": 3}
 
 
 def keys(cfg, kind):
@@ -138,7 +138,7 @@ def test_report_numbers_from_a_known_store(tmp_path):
         assert paths[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # cost: 8 s per rho=4 student of 2-8-1 (33 params) -> a 4-8-1 student (49 params) costs 8*49/33 s
     measured = students_frame(store, cfg).query("d == 2")
-    est = estimate_cost(measured, cfg, resolve_config(MINI, {"d_in": "4", "rho": "4"}), cores=(1, 4))
+    est = estimate_cost(measured, cfg, resolve_config(MINI, {"din": "4", "rho": "4"}), cores=(1, 4))
     assert est["students"].tolist() == [6, 6]
     assert est["mean_student_s"][0] == pytest.approx(8.0 * 49 / 33)
     assert est["wall_hours"][1] == pytest.approx(est["student_hours"][0] / 4)
@@ -180,3 +180,14 @@ def test_tiny_grid_local_pool_and_dask_cluster_agree(tmp_path):
     res = runner.invoke(cli, ["grid", "compare", "--out", str(tmp_path / "local"), "--other", str(tmp_path / "dask")])
     assert res.exit_code == 1 and "1 units differ or are missing" in res.output
     assert (tmp_path / "dask" / "report" / "fig5b-reconstructions.png").exists()
+
+
+def test_old_spellings_still_work_and_name_the_same_parameter(tmp_path):
+    """`d_in` (config key and `--d-in`) and `activation` / `--activation` are aliases."""
+    toml = tmp_path / "old.toml"
+    toml.write_text('[grid]\nd_in = [2, 4]\nr = [2]\nactivation = "tanh"\n')
+    cfg = resolve_config(toml)
+    assert cfg["din"] == (2, 4) and cfg["act"] == "tanh"
+    assert resolve_config(None, {"d_in": "8"})["din"] == (8,)
+    result = CliRunner().invoke(cli, ["grid", "run", "--d-in", "0", "--out", str(tmp_path / "g")])
+    assert result.exit_code == 2 and "--din" in result.output

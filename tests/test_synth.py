@@ -130,3 +130,20 @@ def test_deep_teacher_from_the_command_line(tmp_path):
     assert len(list((out / "retrained").glob("stage1-*/student-*.npz"))) >= 3 * rounds
     grown = rec["layers"][0]["reexpand"]  # --reexpand 2: students with 2 free neurons beside layer 1
     assert len(list((out / "retrained").glob("reexpand1-*/student-*.npz"))) == 3 * grown["rounds"]
+
+
+def test_deep_teacher_by_r_list_is_the_layers_teacher():
+    """One name for the teacher's hidden widths in every command: `--r 2-2` with `--din 3`
+    is `--layers 3-2-2-1` (as `ec mnist --r 30-30-30`)."""
+    from ec.config import ConfigError
+    from ec.experiments.synth import n_students, student_widths, teacher_sizes
+
+    by_r = SYNTH.resolve({"din": "3", "r": "2-2", "rho": "2"})
+    by_layers = SYNTH.resolve({"layers": "3-2-2-1", "rho": "2"})
+    assert teacher_sizes(by_r) == teacher_sizes(by_layers) == (3, 2, 2, 1)
+    assert student_widths(by_r) == (4, 4) and n_students(by_r) == n_students(by_layers) == 10
+    assert SYNTH.resolve({"r": "4"})["r"] == 4  # one width stays an int (saved configs compare equal)
+    with pytest.raises(ConfigError, match="give one of them"):
+        SYNTH.resolve({"layers": "3-2-2-1", "r": "2-2"})
+    with pytest.raises(ConfigError, match="--r"):
+        SYNTH.resolve({"r": "2-0"})

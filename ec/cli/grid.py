@@ -144,7 +144,7 @@ def grid_status_cmd(out):
     cfg, store = _open(out)
     with store:
         click.echo(
-            f"grid: d_in={list(cfg['d_in'])} r={list(cfg['r'])} teachers={cfg['n_teachers']} rho={list(cfg['rho'])} "
+            f"grid: din={list(cfg['din'])} r={list(cfg['r'])} teachers={cfg['n_teachers']} rho={list(cfg['rho'])} "
             f"reconstruct_rho={list(cfg['reconstruct_rho'])}"
         )
         _echo_table(grid_status(store, cfg))

@@ -67,7 +67,8 @@ def _positive_int(n) -> bool:
 GRID = Schema(
     "grid",
     (
-        Param("d_in", parse_int_list, (2, 4, 8, 16, 32), "Input dimensions d.", "distinct ints in 1..99", _ints_between(1, 99)),
+        Param("din", parse_int_list, (2, 4, 8, 16, 32), "Input dimensions d.", "distinct ints in 1..99", _ints_between(1, 99),
+              aliases=("d_in",)),
         Param("r", parse_int_list, (2, 4, 8), "Teacher hidden widths r.", "distinct ints in 1..99", _ints_between(1, 99)),
         Param("n_teachers", int, 10, "Teachers per (d, r) cell.", "1..100", lambda n: 1 <= n <= 100),
         Param(
@@ -193,7 +194,7 @@ def student_budget(cfg: dict, rho: int) -> dict:
 
 def cells(cfg: dict) -> list[tuple[int, int, int]]:
     """``(d, r, teacher index)`` of every teacher, in grid order."""
-    return [(d, r, t) for d in cfg["d_in"] for r in cfg["r"] for t in range(cfg["n_teachers"])]
+    return [(d, r, t) for d in cfg["din"] for r in cfg["r"] for t in range(cfg["n_teachers"])]
 
 
 # -- units -----------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from ..cluster import LayerClusters
 from ..config import ACTIVATION, BACKEND, BETA, GAMMA, JOBS, N_STUDENTS, OUT, RHO, SEED, ConfigError, Param, Schema
 from ..config import REEXPAND, gamma_n_problem, parse_int_list, reexpand_problem
@@ -37,13 +39,25 @@ def _gamma_n_check(cfg: dict) -> str | None:
 
 
 def _reexpand_check(cfg: dict) -> str | None:
-    return reexpand_problem(cfg["reexpand"], len(teacher_sizes(cfg)) - 2, "--layers (e.g. 8-4-2-1)")
+    return reexpand_problem(cfg["reexpand"], len(teacher_sizes(cfg)) - 2, "--layers (e.g. 8-4-2-1) or --r 4-2")
 
 
 def _width_check(cfg: dict) -> str | None:
-    if student_width(cfg) < cfg["r"]:
-        return f"--rho={cfg['rho']}: the student width round(rho*r) must be at least r={cfg['r']}"
+    if any(s < r for s, r in zip(student_widths(cfg), teacher_sizes(cfg)[1:-1])):
+        return f"--rho={cfg['rho']}: every student width round(rho*r) must be at least r={cfg['r']}"
     return None
+
+
+def _layers_or_deep_r(cfg: dict) -> str | None:
+    if cfg["layers"] and np.ndim(cfg["r"]) and cfg["r"] != SYNTH["r"].default:
+        return f"--layers={'-'.join(map(str, cfg['layers']))} and --r={cfg['r']}: give one of them"
+    return None
+
+
+def _widths_param(value) -> int | tuple[int, ...]:
+    """``4`` -> 4; ``"4-2"`` -> (4, 2): one width, or one per hidden layer."""
+    widths = parse_int_list(value)
+    return widths[0] if len(widths) == 1 else widths
 
 
 # Per-student budget: steps default to ec.train.Budget's (5000 + 5000), time to 30 s + 30 s of
@@ -65,7 +79,9 @@ SYNTH = Schema(
     "synth",
     (
         Param("din", int, 4, "Input dimension d of the teacher.", ">= 1", lambda d: d >= 1, metavar="INT"),
-        Param("r", int, 4, "Hidden width r of the teacher.", ">= 1", lambda r: r >= 1, metavar="INT"),
+        Param("r", _widths_param, 4, "Hidden width r of the teacher; one per hidden layer for a deep teacher "
+              "(--din 8 --r 4-2 is the teacher 8-4-2-1, as in ec mnist --r).", ">= 1, or a list like 4-2",
+              lambda r: min(np.atleast_1d(r)) >= 1, metavar="R[-R...]"),
         Param("layers", parse_int_list, None, "Deep teacher: all layer sizes, e.g. 8-4-2-1 (replaces --din/--r; "
               "students rho x each hidden width, reconstructed layer by layer with retraining).",
               "d-r1-...-rL-dout, at least 3 sizes, each >= 1", lambda v: len(v) >= 3 and min(v) >= 1,
@@ -91,7 +107,7 @@ SYNTH = Schema(
         REEXPAND,
         Param("plots", bool, True, "Write the PNG figures.", flag=True),
     ),
-    cross_checks=(_gamma_n_check, _width_check, _reexpand_check),
+    cross_checks=(_layers_or_deep_r, _gamma_n_check, _width_check, _reexpand_check),
 )
 
 # Parameters that change what a saved student is: they must match to resume a run.
@@ -120,16 +136,15 @@ def default_n_students(r: int) -> int:
 
 def n_students(params: dict) -> int:
     """``--n-students``, else :func:`default_n_students` (10 for a deep teacher, A.6.4)."""
-    return params.get("n_students") or (10 if params.get("layers") else default_n_students(params["r"]))
+    sizes = teacher_sizes(params)
+    return params.get("n_students") or (10 if len(sizes) > 3 else default_n_students(sizes[1]))
 
 
 def teacher_sizes(params: dict) -> tuple[int, ...]:
-    """``--layers``, else ``(din, r, 1)``."""
-    return tuple(params["layers"]) if params.get("layers") else (params["din"], params["r"], 1)
-
-
-def student_width(params: dict) -> int:
-    return int(round(params["rho"] * params["r"]))
+    """``--layers``, else ``(din, *r, 1)``."""
+    if params.get("layers"):
+        return tuple(params["layers"])
+    return (params["din"], *np.atleast_1d(params["r"]).tolist(), 1)
 
 
 def student_widths(params: dict) -> tuple[int, ...]:
@@ -138,7 +153,8 @@ def student_widths(params: dict) -> tuple[int, ...]:
 
 
 def default_out(params: dict) -> str:
-    arch = "-".join(map(str, params["layers"])) if params.get("layers") else f"d{params['din']}-r{params['r']}"
+    sizes = teacher_sizes(params)
+    arch = "-".join(map(str, sizes)) if len(sizes) > 3 or params.get("layers") else f"d{sizes[0]}-r{sizes[1]}"
     return f"runs/synth-{arch}-rho{params['rho']:g}-{params['act']}-s{params['seed']}"
 
 
@@ -148,7 +164,7 @@ def _student_budget(params: dict) -> Budget | None:
 
 
 def _estimator(params: dict, progress, retrain_dir: Path | None = None) -> ExpandAndCluster:
-    if params.get("layers"):
+    if len(teacher_sizes(params)) > 3:
         return LayerwiseExpandAndCluster(student_widths(params), reexpand=params.get("reexpand", 0),
                                          **_estimator_options(params, progress, retrain_dir))
     return ExpandAndCluster(student_widths(params), **_estimator_options(params, progress, retrain_dir))

@@ -35,7 +35,7 @@ def _log_values(values: pd.Series) -> np.ndarray:
 
 def _positions(df: pd.DataFrame, cfg: dict, col: str, n_cols: int):
     """x: cell column (by d) plus ``df[col]``; y: cell row (by r) plus teacher row (first on top)."""
-    ds, rs, nt = list(cfg["d_in"]), list(cfg["r"]), cfg["n_teachers"]
+    ds, rs, nt = list(cfg["din"]), list(cfg["r"]), cfg["n_teachers"]
     x = df["d"].map(ds.index) * (n_cols + _GAP) + df[col]
     y = df["r"].map(rs.index) * (nt + _GAP) + (nt - 1 - df["teacher"])
     return x, y
@@ -43,14 +43,14 @@ def _positions(df: pd.DataFrame, cfg: dict, col: str, n_cols: int):
 
 def _panel_size(cfg: dict, n_cols: int) -> tuple[float, float]:
     """Inches of one panel: about 0.07 in per dot column and 0.13 in per teacher row."""
-    cols = len(cfg["d_in"]) * (n_cols + _GAP)
+    cols = len(cfg["din"]) * (n_cols + _GAP)
     rows = len(cfg["r"]) * (cfg["n_teachers"] + _GAP)
     return float(np.clip(0.07 * cols, 2.5, 8.0)), float(np.clip(0.13 * rows, 2.0, 5.0))
 
 
 def _marker_area(cfg: dict, n_cols: int, size: tuple[float, float]) -> float:
     """Marker area (points^2) that fills most of one dot's cell of the panel."""
-    cols = len(cfg["d_in"]) * (n_cols + _GAP)
+    cols = len(cfg["din"]) * (n_cols + _GAP)
     rows = len(cfg["r"]) * (cfg["n_teachers"] + _GAP)
     side = 0.8 * min(72 * size[0] / cols, 72 * size[1] / rows)
     return side * side
@@ -58,7 +58,7 @@ def _marker_area(cfg: dict, n_cols: int, size: tuple[float, float]) -> float:
 
 def _dot_panel(ax, df: pd.DataFrame, cfg: dict, col: str, value: str, n_cols: int, norm, size):
     """Scatter ``df`` on one axis: cell (d, r) blocks, teacher rows, ``col`` columns."""
-    ds, rs, nt = list(cfg["d_in"]), list(cfg["r"]), cfg["n_teachers"]
+    ds, rs, nt = list(cfg["din"]), list(cfg["r"]), cfg["n_teachers"]
     width, height = n_cols + _GAP, nt + _GAP
     marker_size = _marker_area(cfg, n_cols, size)
     x, y = _positions(df, cfg, col, n_cols)
