@@ -40,6 +40,12 @@ class Progress:
             self.bar.close()
         self.bar, self.key = None, None
 
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def __call__(self, event: str, **info):
         if event == Event.STAGE and info.get("name") == "students" and "total" in info:
             self.close()

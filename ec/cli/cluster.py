@@ -20,9 +20,6 @@ def cluster_command(run_dir, config, **values):
     No student is retrained; results go to RUN_DIR/recluster/<name>/.
     """
     options = CLUSTER.resolve(values, config)
-    progress = Progress()
-    try:
+    with Progress() as progress:
         report = recluster(run_dir, options, progress)
-    finally:
-        progress.close()
     print_report(report)

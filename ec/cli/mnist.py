@@ -29,11 +29,8 @@ def mnist(config, **values):
     """
     from ..experiments.mnist import run_mnist
 
-    progress = Progress()
-    try:
+    with Progress() as progress:
         report = fail_cleanly(run_mnist, config=config, progress=progress, **values)
-    finally:
-        progress.close()
     click.echo(format_report(report))
 
 

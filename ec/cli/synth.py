@@ -26,9 +26,6 @@ def synth(config, **values):
     click.echo(f"teacher {'-'.join(map(str, teacher_sizes(params)))} ({params['act']}, seed {params['seed']}); "
                f"{n_students(params)} students of width {'-'.join(map(str, student_widths(params)))} "
                f"({params['backend']} backend); run directory {out}")
-    progress = Progress()
-    try:
+    with Progress() as progress:
         report = run_synth(params, out, progress)
-    finally:
-        progress.close()
     print_report(report)

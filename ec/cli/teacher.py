@@ -22,11 +22,8 @@ def teacher(config, **values):
     from ..experiments.mnist import teacher_path, train_teacher
 
     params = TEACHER.resolve(values, config)
-    progress = Progress()
-    try:
+    with Progress() as progress:
         t = fail_cleanly(train_teacher, params, progress)
-    finally:
-        progress.close()
     click.echo(
         f"teacher {'-'.join(map(str, t.spec.layer_sizes))} {t.spec.activation} on {t.trained_on} ({t.source}): "
         f"test accuracy {t.test_accuracy:.4f}, validation accuracy {t.val_accuracy:.4f}, {t.epochs} epochs\n"
