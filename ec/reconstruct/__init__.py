@@ -7,7 +7,7 @@ the paper). Both cluster a layer with ``_layer`` and train stages with ``_stages
 report with :class:`Report`.
 """
 
-from ._layer import ReconstructionError, reconstruct_layer
+from ._layer import LayerClustering, ReconstructionError, reconstruct_layer
 from ._layerwise import DEEP_BETA, DEEP_GAMMA, BiasFilter, LayerwiseExpandAndCluster, bias_spread, retrain_and_filter
 from ._reexpand import Reexpansion, reexpand_layer
 from ._report import Report
@@ -20,6 +20,7 @@ __all__ = [
     "DEEP_GAMMA",
     "BiasFilter",
     "ExpandAndCluster",
+    "LayerClustering",
     "LayerwiseExpandAndCluster",
     "ReconstructionError",
     "Reexpansion",

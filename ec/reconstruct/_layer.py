@@ -5,7 +5,7 @@ correction by least squares."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -17,6 +17,17 @@ Array = np.ndarray
 
 class ReconstructionError(RuntimeError):
     """Nothing could be reconstructed (no usable student, or no cluster survived)."""
+
+
+@dataclass(frozen=True)
+class LayerClustering:
+    """How one hidden layer's neurons are clustered: its gamma and beta (radians), the cut
+    criterion and the inputs compared (``feature_mask``; None: all)."""
+
+    gamma: float
+    beta: float
+    cut: str = "aligned"
+    feature_mask: Array | None = None
 
 
 def reconstruct_layer(students: list[TrainResult], X: Array, y: Array, activation: str, gamma: float,

@@ -48,10 +48,10 @@ import numpy as np
 from ..finetune import BIAS_BUDGET, FINETUNE_BUDGET, FOLD_TOL, bias_mask, fold_constant_neurons
 from ..mlp import MLPSpec, mse
 from ..train import Budget, TrainResult
-from ._layer import ReconstructionError, reconstruct_layer
+from ._layer import LayerClustering, ReconstructionError, reconstruct_layer
 from ._reexpand import Reexpansion, reexpand_layer
 from ._report import Report
-from ._shallow import ExpandAndCluster, _as_xy, _failed, per_layer
+from ._shallow import ExpandAndCluster, _as_xy, per_layer, student_summary
 from ._stages import StudentTraining, fixed_weights_mask, stage_init, stage_seeds, sub_student, usable
 
 Array = np.ndarray
@@ -207,6 +207,7 @@ class LayerwiseExpandAndCluster(ExpandAndCluster):
         """
         self._check_params()
         X, y = _as_xy(X, y)
+        mask = self._check_mask(X.shape[1])
         training = self._training()
         bias_filter = self._bias_filter()
         retrain_budget = self.retrain_budget or self.budget
@@ -229,10 +230,11 @@ class LayerwiseExpandAndCluster(ExpandAndCluster):
                 t0 = time.perf_counter()
                 current, filt = retrain_and_filter(training, X, y, fixed, widths[l:], l, retrain_budget, bias_filter)
                 if reexpansion.n_free:
+                    clustering = LayerClustering(gammas[l - 1], betas[l - 1], self.cut, mask if l == 1 else None)
                     current, filt = _reexpand_and_filter(
-                        training, X, y, fixed, widths[l:], l, current, filt, reexpansion, bias_filter, retrain_budget,
-                        gammas[l - 1], betas[l - 1], self.cut, self.feature_mask if l == 1 else None,
-                        layer_reports[l - 1])
+                        training, X, y, fixed, widths[l:], l, current, filt, reexpansion=reexpansion,
+                        bias_filter=bias_filter, retrain_budget=retrain_budget, clustering=clustering,
+                        layer_report=layer_reports[l - 1])
                 seconds["retrain"] += time.perf_counter() - t0
                 retrained.append(current)
                 layer_reports[l - 1]["bias_filter"] = filt
@@ -257,7 +259,7 @@ class LayerwiseExpandAndCluster(ExpandAndCluster):
             self._emit("stage", name=f"cluster layer {l + 1}")
             layer, clusters, info = reconstruct_layer(
                 [sub_student(s, l) for s in good], inputs, target, self.activation, gammas[l], betas[l],
-                self.feature_mask if l == 0 else None, self.cut)
+                mask if l == 0 else None, self.cut)
             seconds["cluster"] += time.perf_counter() - t0
             clusters_.append(clusters)
             layer_reports.append({
@@ -299,10 +301,7 @@ class LayerwiseExpandAndCluster(ExpandAndCluster):
             layer_sizes=list(spec.layer_sizes),
             student_layer_sizes=[X.shape[1], *widths, y.shape[1]],
             m_hat=list(spec.hidden_sizes),
-            n_students=len(original),
-            n_usable_students=len(usable(original)),
-            failed_students=_failed(original),
-            student_losses=[float(s.loss) for s in original],
+            **student_summary(original),
             gamma=list(gammas),
             beta=list(betas),
             activation=self.activation,
@@ -318,9 +317,10 @@ class LayerwiseExpandAndCluster(ExpandAndCluster):
         return self
 
 
-def _reexpand_and_filter(training: StudentTraining, X, y, fixed, upper_widths, stage, students, filt,
-                         reexpansion: Reexpansion, bias_filter: BiasFilter, retrain_budget, gamma, beta, cut,
-                         feature_mask, layer_report):
+def _reexpand_and_filter(training: StudentTraining, X: Array, y: Array, fixed: list[tuple[Array, Array]],
+                         upper_widths: Sequence[int], stage: int, students: list[TrainResult], filt: dict, *,
+                         reexpansion: Reexpansion, bias_filter: BiasFilter, retrain_budget: Budget | None,
+                         clustering: LayerClustering, layer_report: dict) -> tuple[list[TrainResult], dict]:
     """Re-expansion after a bias filter (:mod:`._reexpand`), then the filter again with the
     added neurons protected; returns the students and filter report to go on with.
 
@@ -335,8 +335,7 @@ def _reexpand_and_filter(training: StudentTraining, X, y, fixed, upper_widths, s
         drop = filt["history"][-2]["neurons"].index(filt["restored"])
         fixed[-1] = (np.delete(before[0], drop, axis=0), np.delete(before[1], drop))
         reference = filt["history"][-1]["best_loss"]
-    grown = reexpand_layer(training, X, y, fixed, upper_widths, stage, reexpansion, reexpansion.budget, gamma, beta,
-                           cut, feature_mask, reference)
+    grown = reexpand_layer(training, X, y, fixed, upper_widths, stage, reexpansion, clustering, reference)
     layer_report["reexpand"] = {**grown, "left_out": filt["restored"], "bias_filter_before": filt}
     n_added = sum(grown["added"])
     if not n_added:

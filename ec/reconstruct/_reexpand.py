@@ -30,6 +30,7 @@ from ..activations import get_activation
 from ..cluster import NeuronTable, angles_to, cluster_layer, collapse
 from ..mlp import MLPSpec
 from ..train import Budget, TrainResult
+from ._layer import LayerClustering
 from ._stages import StudentTraining, fixed_weights_mask, stage_init, stage_seeds, sub_student
 
 Array = np.ndarray
@@ -61,8 +62,8 @@ class Reexpansion:
 
 
 def reexpand_layer(training: StudentTraining, X: Array, y: Array, fixed: list[tuple[Array, Array]],
-                   upper_widths: Sequence[int], stage: int, settings: Reexpansion, budget: Budget | None,
-                   gamma: float, beta: float, cut: str, feature_mask: Array | None, reference_loss: float) -> dict:
+                   upper_widths: Sequence[int], stage: int, settings: Reexpansion, clustering: LayerClustering,
+                   reference_loss: float) -> dict:
     """Grow the last reconstructed layer ``fixed[-1]`` (in place) by the neurons its free
     neurons agree on.
 
@@ -77,14 +78,9 @@ def reexpand_layer(training: StudentTraining, X: Array, y: Array, fixed: list[tu
     stage : int
         ``len(fixed)``.
     settings : Reexpansion
-        ``n_free >= 1``.
-    budget : Budget or None
-        Per student.
-    gamma, beta : float
-        The layer's clustering parameters.
-    cut : str
-    feature_mask : ndarray of bool or None
-        The first layer's clustering inputs (None for later layers).
+        ``n_free >= 1``; its ``budget`` per student.
+    clustering : LayerClustering
+        The layer's gamma, beta, cut and (first layer) feature mask, used for the free neurons.
     reference_loss : float
         Best loss of the students trained with the layer as it is (no free neurons).
 
@@ -107,15 +103,15 @@ def reexpand_layer(training: StudentTraining, X: Array, y: Array, fixed: list[tu
         seeds = stage_seeds(training.seed, SEED_STAGE_OFFSET * stage + k, training.n_students)
         theta0s = [_init(spec, fixed, s) for s in seeds]
         label = f"re-expand layer {stage}: {m} fixed + {n_free} free neurons (round {k})"
-        _, usable = training.train_stage(X, y, spec, seeds, theta0s, _mask(spec, len(fixed), m), budget, label,
-                                         f"reexpand{stage}")
+        _, usable = training.train_stage(X, y, spec, seeds, theta0s, _mask(spec, len(fixed), m), settings.budget,
+                                         label, f"reexpand{stage}")
         losses = sorted(s.loss for s in usable)
         report["rounds"] = k
         report["best_loss"].append(float(losses[0]))
         report["median_loss"].append(float(losses[len(losses) // 2]))
         parts = [sub_student(s, stage - 1, slice(m, None)) for s in usable]
-        new_W, new_b = _agreed_free_neurons(parts, act, gamma, beta, cut, feature_mask)
-        new = [i for i in range(len(new_b)) if not _near_any(np.append(new_W[i], new_b[i]), W, b, beta,
+        new_W, new_b = _agreed_free_neurons(parts, act, clustering)
+        new = [i for i in range(len(new_b)) if not _near_any(np.append(new_W[i], new_b[i]), W, b, clustering.beta,
                                                              sign_invariant)]
         report["free_clusters"].append(len(new))
         gain = previous / max(losses[0], 1e-300)
@@ -151,15 +147,15 @@ def _mask(spec: MLPSpec, n_fixed_layers: int, m: int) -> Array:
     return mask
 
 
-def _agreed_free_neurons(parts: list[TrainResult], act, gamma: float, beta: float, cut: str,
-                         feature_mask: Array | None) -> tuple[Array, Array]:
+def _agreed_free_neurons(parts: list[TrainResult], act, clustering: LayerClustering) -> tuple[Array, Array]:
     """One neuron per kept cluster of the free neurons (the first layer's clustering: on the
-    informative inputs ``feature_mask`` only, as for the original students)."""
+    informative inputs ``clustering.feature_mask`` only, as for the original students)."""
+    c = clustering
     table = NeuronTable.from_students(parts)
-    clusters = cluster_layer(table, act, gamma, beta, feature_mask, cut)
+    clusters = cluster_layer(table, act, c.gamma, c.beta, c.feature_mask, c.cut)
     if clusters.n_kept == 0:
         return np.zeros((0, table.W.shape[1])), np.zeros(0)
-    layer, _ = collapse(table, clusters, act, feature_mask)
+    layer, _ = collapse(table, clusters, act, c.feature_mask)
     return layer.W, layer.b
 
 

@@ -6,6 +6,7 @@ appendix A.3): N overparameterised students, their hidden layer clustered and co
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -65,7 +66,9 @@ class ExpandAndCluster:
     seed : int
         Student ``i`` is initialised from :func:`student_seed(seed, i) <student_seed>`.
     n_jobs : int, optional
-        Worker processes for training students (default: all cores).
+        Worker processes for training students (None or -1: all cores; 1 trains in this
+        process). The workers are spawned and import the main script again: a script calls
+        ``fit`` under ``if __name__ == "__main__":`` (otherwise a ``RuntimeError`` says so).
     feature_mask : ndarray of bool, shape (d_in,), optional
         Inputs used for clustering (e.g. informative MNIST pixels); all by default.
     progress : callable, optional
@@ -135,16 +138,29 @@ class ExpandAndCluster:
     _deep = False  # LayerwiseExpandAndCluster: several hidden layers
 
     def _check_params(self) -> None:
-        sizes = tuple(self.student_hidden_sizes)
+        try:
+            sizes = tuple(self.student_hidden_sizes)
+        except TypeError:
+            raise ValueError(f"student_hidden_sizes={self.student_hidden_sizes!r}: give a tuple of ints, one width "
+                             "per hidden layer, e.g. (16,)") from None
         if not sizes:
             raise ValueError(f"student_hidden_sizes={sizes!r}: give one width per hidden layer")
-        if any(int(s) < 1 for s in sizes):
-            raise ValueError(f"student_hidden_sizes={sizes!r}: widths must be >= 1")
+        if not all(_is_int(s) for s in sizes) or any(int(s) < 1 for s in sizes):
+            raise ValueError(f"student_hidden_sizes={sizes!r}: widths must be integers >= 1")
         if len(sizes) > 1 and not self._deep:
             raise ValueError(f"student_hidden_sizes={sizes!r}: ExpandAndCluster reconstructs one hidden layer; "
                              "use LayerwiseExpandAndCluster for several")
-        if int(self.n_students) < 2:
-            raise ValueError(f"n_students={self.n_students!r}: need at least 2 students to cluster")
+        if not _is_int(self.n_students) or self.n_students < 2:
+            raise ValueError(f"n_students={self.n_students!r}: need an integer >= 2 (at least 2 students to cluster)")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ValueError(f"seed={self.seed!r}; allowed: an integer >= 0")
+        if self.n_jobs is not None and (not _is_int(self.n_jobs) or not (self.n_jobs >= 1 or self.n_jobs == -1)):
+            raise ValueError(f"n_jobs={self.n_jobs!r}; allowed: None or -1 (all cores), or an integer >= 1")
+        for name in ("gamma", "beta"):
+            value = getattr(self, name)
+            values = np.atleast_1d(np.asarray(value, dtype=object)) if not isinstance(value, str) else [value]
+            if not all(_is_number(v) for v in values):
+                raise ValueError(f"{name}={value!r}: give a number, or one number per hidden layer")
         if not all(0 < g <= 1 for g in per_layer(self.gamma, len(sizes), "gamma")):
             raise ValueError(f"gamma={self.gamma!r}; allowed: 0 < gamma <= 1 (one value or one per hidden layer)")
         if not all(0 < b <= math.pi for b in per_layer(self.beta, len(sizes), "beta")):
@@ -155,6 +171,25 @@ class ExpandAndCluster:
             raise ValueError(f"cut={self.cut!r}; allowed: aligned, size")
         if self.backend not in backend_names():
             raise ValueError(f"backend={self.backend!r}; allowed: {', '.join(backend_names())}")
+        for name in ("budget", "finetune_budget"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), Budget):
+                raise ValueError(f"{name}={getattr(self, name)!r}; allowed: None or an ec.train.Budget")
+
+    def _check_mask(self, d_in: int) -> Array | None:
+        """``feature_mask`` as a boolean array of length ``d_in`` (None: all inputs)."""
+        if self.feature_mask is None:
+            return None
+        mask = np.asarray(self.feature_mask)
+        if mask.ndim != 1 or len(mask) != d_in:
+            raise ValueError(f"feature_mask has shape {mask.shape}; expected ({d_in},), one entry per input "
+                             f"column of X")
+        if mask.dtype != bool:
+            if not np.isin(mask, (0, 1)).all():
+                raise ValueError(f"feature_mask has dtype {mask.dtype} with values other than 0/1; give booleans")
+            mask = mask.astype(bool)
+        if not mask.any():
+            raise ValueError("feature_mask selects no input; keep at least one")
+        return mask
 
     def _emit(self, event: str, **info) -> None:
         if self.progress is not None:
@@ -248,11 +283,15 @@ class ExpandAndCluster:
 
         Raises
         ------
+        ValueError
+            A parameter or ``X``, ``y`` that is not allowed (shapes, NaN or infinity, dtypes,
+            ``feature_mask``), named in the message, before anything is trained.
         ReconstructionError
             Fewer than two usable students, or no cluster survived.
         """
         self._check_params()
         X, y = _as_xy(X, y)
+        mask = self._check_mask(X.shape[1])
         (gamma,), (beta,) = per_layer(self.gamma, 1, "gamma"), per_layer(self.beta, 1, "beta")
         t0 = time.perf_counter()
         students = list(students) if students is not None else self.train_students(X, y)
@@ -263,8 +302,7 @@ class ExpandAndCluster:
 
         t1 = time.perf_counter()
         self._emit("stage", name="cluster")
-        layer, clusters, info = reconstruct_layer(good, X, y, self.activation, gamma, beta, self.feature_mask,
-                                                  self.cut)
+        layer, clusters, info = reconstruct_layer(good, X, y, self.activation, gamma, beta, mask, self.cut)
         t_cluster = time.perf_counter() - t1
 
         spec = MLPSpec((X.shape[1], len(layer.b), y.shape[1]), self.activation)
@@ -284,10 +322,7 @@ class ExpandAndCluster:
             layer_sizes=list(spec.layer_sizes),
             student_layer_sizes=list(good[0].spec.layer_sizes),
             m_hat=[spec.hidden_sizes[0]],
-            n_students=len(students),
-            n_usable_students=len(good),
-            failed_students=_failed(students),
-            student_losses=[float(s.loss) for s in students],
+            **student_summary(students),
             gamma=[gamma],
             beta=[beta],
             activation=self.activation,
@@ -316,13 +351,62 @@ class ExpandAndCluster:
         return self.spec_.forward(self.params_, X)
 
 
-def _failed(students: Sequence[TrainResult]) -> list[int]:
-    return [i for i, s in enumerate(students) if s.failed or not np.isfinite(s.loss)]
+def student_summary(students: Sequence[TrainResult]) -> dict:
+    """The :class:`Report` fields about the original students."""
+    return {
+        "n_students": len(students),
+        "n_usable_students": len(usable(students)),
+        "failed_students": [i for i, s in enumerate(students) if s.failed or not np.isfinite(s.loss)],
+        "student_losses": [float(s.loss) for s in students],
+    }
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 def _as_xy(X, y) -> tuple[Array, Array]:
-    X = np.ascontiguousarray(X, dtype=np.float64)
+    """``X`` (n, d_in) and ``y`` (n, d_out) as float64, after the checks of scikit-learn's
+    ``check_X_y``.
+
+    Raises
+    ------
+    ValueError
+        Naming the problem: not numeric, X not 2-D or without columns, y not 1-D or 2-D,
+        different numbers of rows, no rows, NaN or infinity.
+    """
+    X, y = _numeric(X, "X"), _numeric(y, "y")
     if X.ndim != 2:
-        raise ValueError(f"X has shape {X.shape}; expected (n_samples, d_in)")
-    y = np.ascontiguousarray(np.asarray(y, dtype=np.float64).reshape(len(X), -1))
-    return X, y
+        raise ValueError(f"X has shape {X.shape}; expected a 2-D array (n_samples, d_in)")
+    if y.ndim not in (1, 2):
+        raise ValueError(f"y has shape {y.shape}; expected (n_samples,) or (n_samples, d_out)")
+    if len(X) != len(y):
+        hint = (" (is X transposed? X.T has the rows of y)" if X.ndim == 2 and X.shape[1] == len(y) else "")
+        raise ValueError(f"X has {len(X)} samples (shape {X.shape}) but y has {len(y)} (shape {y.shape}); "
+                         f"give one row of y per row of X{hint}")
+    if len(X) == 0:
+        raise ValueError(f"X and y are empty (shapes {X.shape}, {y.shape}); give at least one sample")
+    if X.shape[1] == 0 or (y.ndim == 2 and y.shape[1] == 0):
+        raise ValueError(f"X has shape {X.shape} and y {y.shape}: each needs at least one column")
+    for name, a in (("X", X), ("y", y)):
+        bad = ~np.isfinite(a)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"{name} contains {int(bad.sum())} NaN or infinite values (first {a[where]} at "
+                             f"index {where}); remove or replace them")
+    return np.ascontiguousarray(X), np.ascontiguousarray(y.reshape(len(y), -1))
+
+
+def _numeric(a, name: str) -> Array:
+    try:
+        arr = np.asarray(a)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name} cannot be made an array ({exc}); give a 2-D array of numbers") from None
+    if arr.dtype == bool or arr.dtype.kind not in "iuf":
+        what = "booleans" if arr.dtype == bool else "complex numbers" if arr.dtype.kind == "c" else "strings or objects"
+        raise ValueError(f"{name} has dtype {arr.dtype}; give real numbers (float or int), not {what}")
+    return arr.astype(np.float64, copy=False)

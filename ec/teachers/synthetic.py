@@ -27,6 +27,7 @@ from ..queries.uniform import Dataset, uniform_dataset, uniform_inputs
 Array = np.ndarray
 _BIAS_LEVELS = np.array([-2.0, -1.0, 0.0, 1.0, 2.0]) * np.sqrt(3.0) / 3.0
 _MAX_REDRAWS = 10_000
+N_STANDARDISE = 100_000  # inputs drawn to standardise each layer of a teacher (make_teacher)
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def make_teacher(
     layer_sizes,
     seed: int,
     activation: str = "g",
-    n_standardise: int = 100_000,
+    n_standardise: int = N_STANDARDISE,
 ) -> Teacher:
     """Draw an A.4 teacher.
 

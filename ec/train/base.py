@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import importlib
 import math
+import multiprocessing
+import numbers
 import os
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 from typing import Callable, Protocol, Sequence, runtime_checkable
@@ -322,12 +325,15 @@ def train_students(
             done(i, replace(res, seed=s, backend=backend))
         return results
 
-    n_jobs = n_jobs or os.cpu_count() or 1
+    n_jobs = _n_workers(n_jobs)
     args = [(cls, backend, options, spec, X, y, t, budget, trainable, s) for t, s in zip(theta0s, seeds)]
     if n_jobs == 1 or len(seeds) == 1:
         for i, a in enumerate(args):
             done(i, _fit_one(*a))
         return results
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        # This is a spawned worker re-running the user's script, which trains at top level.
+        raise RuntimeError(MAIN_GUARD_HINT)
     from ..runs.executors import init_worker_process  # ec.runs imports ec.train
 
     with ProcessPoolExecutor(
@@ -335,12 +341,41 @@ def train_students(
         initializer=init_worker_process, initargs=(os.getpid(),),  # workers die with this process
     ) as pool:
         futures = {pool.submit(_fit_one, *a): i for i, a in enumerate(args)}
+        n_returned = 0
         for fut in as_completed(futures):
             i = futures[fut]
             try:
                 res = fut.result()
+                n_returned += 1
+            except BrokenProcessPool as exc:
+                if n_returned == 0:  # no worker ever returned: they die at start-up
+                    raise RuntimeError(f"the {min(n_jobs, len(seeds))} worker processes that train the students "
+                                       f"died before any student finished ({exc}). {MAIN_GUARD_HINT}") from None
+                res = failed_result(spec, theta0s[i], seeds[i], backend, traceback.format_exc())
             except Exception:  # the worker process itself died
                 res = failed_result(spec, theta0s[i], seeds[i], backend, traceback.format_exc())
             done(i, res)
     return results
 
+
+MAIN_GUARD_HINT = (
+    "Students are trained in worker processes started with 'spawn', and each worker imports the main script "
+    "again: a script that calls fit (or train_students) at top level makes every worker train too, and they fail. "
+    "Put the call under `if __name__ == \"__main__\":`, or pass n_jobs=1 to train in this process."
+)
+
+
+def _n_workers(n_jobs: int | None) -> int:
+    """Worker processes for ``n_jobs``: None, 0 or -1 mean all cores.
+
+    Raises
+    ------
+    ValueError
+        Any other value below 1, or not an integer.
+    """
+    integer = isinstance(n_jobs, numbers.Integral) and not isinstance(n_jobs, (bool, np.bool_))
+    if n_jobs is None or (integer and n_jobs in (0, -1)):
+        return os.cpu_count() or 1
+    if not integer or n_jobs < 1:
+        raise ValueError(f"n_jobs={n_jobs!r}; allowed: None, 0 or -1 (all cores), or an integer >= 1")
+    return int(n_jobs)

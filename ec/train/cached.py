@@ -36,10 +36,12 @@ def run_key(*arrays: Array, **config) -> str:
 
 
 def load_students(path_of: Callable[[int], Path], n: int, spec: MLPSpec | None = None,
-                  seeds: Sequence[int] | None = None) -> dict[int, TrainResult]:
+                  seeds: Sequence[int] | None = None,
+                  on_skip: Callable[[int, Path, str], None] | None = None) -> dict[int, TrainResult]:
     """Saved students ``0..n-1`` (``path_of(i)``) that are readable and match ``spec`` and
     ``seeds``; a missing, unreadable or mismatched file is left out (that student is trained
-    again and its file overwritten)."""
+    again and its file overwritten). ``on_skip(index, path, reason)`` is called for every
+    file that exists but is left out, so that the caller can say why it is retrained."""
     found = {}
     for i in range(n):
         path = path_of(i)
@@ -48,10 +50,22 @@ def load_students(path_of: Callable[[int], Path], n: int, spec: MLPSpec | None =
         try:
             with np.load(path, allow_pickle=False) as f:
                 res = TrainResult.from_arrays(f)
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError):
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+            if on_skip is not None:
+                why = ("not an .npz archive" if isinstance(exc, zipfile.BadZipFile) or "pickled" in str(exc)
+                       else f"{type(exc).__name__}: {exc}")
+                on_skip(i, path, f"unreadable ({why})")
             continue
-        if (spec is None or res.spec == spec) and (seeds is None or res.seed == seeds[i]):
-            found[i] = res
+        if spec is not None and res.spec != spec:
+            if on_skip is not None:
+                on_skip(i, path, f"a student of {'-'.join(map(str, res.spec.layer_sizes))} {res.spec.activation}, "
+                                 f"not {'-'.join(map(str, spec.layer_sizes))} {spec.activation}")
+            continue
+        if seeds is not None and res.seed != seeds[i]:
+            if on_skip is not None:
+                on_skip(i, path, f"trained from seed {res.seed}, not {seeds[i]}")
+            continue
+        found[i] = res
     return found
 
 
