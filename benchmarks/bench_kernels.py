@@ -15,7 +15,8 @@ Both libraries get the same number of threads (``--threads``). The machine is sh
 timings are noisy: each number is the median of ``--repeats`` runs of process CPU time
 (``--clock cpu``, the default; ``--clock wall`` for elapsed time), and the ratios (from the
 same process) are what to compare; the J^T J time inside the Hessian uses the same clock. Prints a table, writes
-``benchmarks/results/kernels.csv``.
+``benchmarks/results/kernels.csv`` and beside it ``kernels.env.json`` (commit, versions, BLAS, machine:
+:func:`ec.provenance.write_sidecar`).
 
 Usage::
 
@@ -28,6 +29,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -40,6 +42,7 @@ from threadpoolctl import threadpool_limits
 from ec.config import parse_int_list
 from ec.io import atomic_write_text
 from ec.mlp import MLPSpec
+from ec.provenance import environment, write_sidecar
 from ec.train.flow import _shallow
 from ec.train.flow.kernels import MSE
 from ec.train.torch_backend import flat_mse
@@ -123,6 +126,7 @@ def main(argv=None) -> pd.DataFrame:
     torch.set_num_threads(args.threads)
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     rows = []
+    env = environment()  # load and date at the start
     with threadpool_limits(args.threads):
         for size in args.sizes.split(","):
             sizes = parse_int_list(size) if "-" in size else (*map(int, size.lower().split("x")), 1)
@@ -136,6 +140,8 @@ def main(argv=None) -> pd.DataFrame:
     df["hess_speedup_vs_torch"] = df.torch_hess_ms / df.hess_ms
     df["jtj_fraction_of_matmul"] = df.jtj_gflops / df.matmul_gflops
     atomic_write_text(args.out, df.to_csv(index=False, float_format="%.4g"))
+    write_sidecar(args.out, env, command=" ".join(["python", "benchmarks/bench_kernels.py",
+                                                   *(sys.argv[1:] if argv is None else argv)]))
     cols = ["layers", "n_params", "grad_ms", "torch_grad_ms", "grad_speedup_vs_torch", "hess_ms", "torch_hess_ms",
             "hess_speedup_vs_torch", "jtj_gflops", "matmul_gflops", "jtj_fraction_of_matmul", "torch_hess_method"]
     print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"))

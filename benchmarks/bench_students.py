@@ -13,7 +13,9 @@ Fig. 4), and the median and maximum training time. Issue 3's targets: rho = 4 at
 
 Writes one row per student to ``benchmarks/results/students.csv`` after each student
 (atomically); ``--resume`` skips the (rho, seed) pairs already there. Timings on a shared
-machine are noisy: the file records the machine load at the start of each rho.
+machine are noisy: the file records the machine load at the start of each rho, and
+``students.env.json`` beside it the commit, library versions, BLAS and machine of the last
+invocation (:func:`ec.provenance.write_sidecar`).
 
 Usage::
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import sys
 from pathlib import Path
 
 import numba
@@ -37,6 +40,7 @@ from threadpoolctl import threadpool_limits
 
 from ec.io import atomic_write_text
 from ec.mlp import MLPSpec
+from ec.provenance import write_sidecar
 from ec.teachers import make_teacher
 from ec.train import Budget, train_students
 
@@ -65,6 +69,11 @@ def student_rows(rho: int, teacher_seed: int, results, load: float, clock: str) 
             }
         )
     return rows
+
+
+def command_line(argv=None) -> str:
+    """This script's command line (``argv`` as given to :func:`main`, else ``sys.argv``)."""
+    return " ".join(["python", f"benchmarks/{Path(__file__).name}", *(sys.argv[1:] if argv is None else argv)])
 
 
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
@@ -102,6 +111,7 @@ def main(argv=None) -> pd.DataFrame:
     teacher = make_teacher((args.d, args.r, 1), args.teacher_seed)
     data = teacher.dataset(args.n, 1000)
     rows = pd.read_csv(args.out).to_dict("records") if args.resume and Path(args.out).exists() else []
+    write_sidecar(args.out, command=command_line(argv))
 
     def save():
         atomic_write_text(args.out, pd.DataFrame(rows).to_csv(index=False))

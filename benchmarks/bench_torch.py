@@ -13,7 +13,8 @@
    students on ``--device`` (where the time of an Adam step goes).
 
 Prints a table per part and writes CSVs to benchmarks/results/ (file names carry the
-device). Timings on a shared CPU are noisy: compare the ratios, which come from runs in the
+device), each with a ``<name>.env.json`` beside it (commit, versions, BLAS, machine:
+:func:`ec.provenance.write_sidecar`). Timings on a shared CPU are noisy: compare the ratios, which come from runs in the
 same process.
 
 Usage::
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -35,6 +37,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ec.io import atomic_write_text
+from ec.provenance import environment, write_sidecar
 from ec.queries import load_dataset
 from ec.teachers.images import train_image_teacher
 from ec.mlp import MLPSpec
@@ -179,6 +183,7 @@ def main():
     ap.add_argument("--rho", type=float, default=4.0)
     ap.add_argument("--time-budget", type=float, default=600.0, help="seconds for the reach part")
     args = ap.parse_args()
+    env, command = environment(), " ".join(["python", "benchmarks/bench_torch.py", *sys.argv[1:]])
     RESULTS.mkdir(parents=True, exist_ok=True)
     pd.set_option("display.width", 200)
     tag = args.device.replace(":", "")
@@ -194,11 +199,13 @@ def main():
         tables.append(("torch_devices", bench_devices(n_list, args.epochs, args.cpu_epochs, args.r, args.rho, args.device)))
     for name, df in tables:
         print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-        df.to_csv(RESULTS / f"{name}.csv", index=False)
+        atomic_write_text(RESULTS / f"{name}.csv", df.to_csv(index=False))
+        write_sidecar(RESULTS / f"{name}.csv", env, command=command)
     if args.part == "profile":
         text = profile_table(args.n, args.epochs, args.r, args.rho, args.device)
         print(text)
-        (RESULTS / f"torch_profile-{tag}.txt").write_text(text)
+        atomic_write_text(RESULTS / f"torch_profile-{tag}.txt", text)
+        write_sidecar(RESULTS / f"torch_profile-{tag}.txt", env, command=command)
 
 
 if __name__ == "__main__":

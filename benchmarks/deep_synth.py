@@ -11,7 +11,9 @@ flow options recorded in its ``trainer.json``) so that a rerun with other gamma 
 redoes the reconstruction.
 
 Prints a per-layer table and writes ``benchmarks/results/deep_synth-<tag>.csv`` (per layer)
-and ``deep_synth-<tag>.json`` (everything), the tag naming teacher, data, budget, gamma, beta.
+and ``deep_synth-<tag>.json`` (everything, with the commit, versions, BLAS and machine under
+``environment``; the CSV has them in ``deep_synth-<tag>.env.json``), the tag naming teacher,
+data, budget, gamma, beta.
 
 Usage::
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +33,7 @@ import pandas as pd
 
 from ec.config import parse_angle, parse_float_list, parse_int_list
 from ec.io import atomic_write_json, atomic_write_text
+from ec.provenance import environment, write_sidecar
 from ec.metrics import compare_layers
 from ec.reconstruct import LayerwiseExpandAndCluster
 from ec.reconstruct import ReconstructionError
@@ -106,6 +110,7 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("runs") / "deep_synth_cache")
     ap.add_argument("--no-direct", action="store_true", help="skip direct training at the teacher's size")
     args = ap.parse_args()
+    env = environment()  # commit, versions, BLAS, machine and load at the start
 
     teacher = make_teacher(args.layers, args.seed)
     data = teacher.dataset(args.n_train, args.n_test)
@@ -186,7 +191,9 @@ def main() -> None:
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     atomic_write_text(RESULTS / f"deep_synth-{tag}.csv", table.to_csv(index=False))
+    write_sidecar(RESULTS / f"deep_synth-{tag}.csv", env, command=" ".join(["python", *sys.argv]))
     atomic_write_json(RESULTS / f"deep_synth-{tag}.json", {
+        "environment": env,
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "teacher": list(teacher.spec.layer_sizes),
         "students": list(spec.layer_sizes),

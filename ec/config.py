@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import numbers
 import re
-import sys
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -20,10 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+import tomllib
 
 
 class ConfigError(ValueError):

@@ -11,7 +11,6 @@ directory keeps every file it held, byte for byte. docs/bad-input.md lists the s
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shlex
 import shutil
@@ -28,6 +27,7 @@ from click.testing import CliRunner
 
 from ec.cli import cli
 from ec.experiments.synth import SYNTH, run_synth
+from ec.runs import RunDir
 
 # A 2-2-1 teacher, 4 students of width 4 on 300 queries, step budgets: about a second.
 TINY = {"din": 2, "r": 2, "rho": 2, "n_students": 4, "gamma": 0.5, "seed": 0, "jobs": 1, "n_train": 300,
@@ -230,7 +230,7 @@ def test_cluster_hint_is_a_command_that_resumes_the_run(tmp_path, finished):
     assert words[:2] == ["ec", "synth"]
     ctx = synth.make_context("synth", words[2:])
     given = {k: v for k, v in ctx.params.items() if k != "config"}
-    saved = SYNTH.resolve(json.loads((run / "config.json").read_text()))
+    saved = SYNTH.resolve(RunDir(run).load_config())  # config.json less its "environment" record
     assert given["out"] == str(run)
     assert {**SYNTH.resolve(given), "out": ""} == {**saved, "out": ""}  # the copy's config.json names the original
     # and it does resume: only the missing student is trained

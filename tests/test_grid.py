@@ -3,6 +3,7 @@ same tiny grid on the local pool and on a 2-worker Dask LocalCluster."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -136,6 +137,8 @@ def test_report_numbers_from_a_known_store(tmp_path):
     assert table.loc[(2, 2, 1), "student_s_median"] == 2.0
     for name in ("fig4b", "fig4c", "fig5b"):
         assert paths[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    env = json.loads(paths["environment"].read_text())  # beside the CSVs: what they were computed with
+    assert paths["environment"].parent == paths["table"].parent and {"commit", "packages", "blas"} <= set(env)
     # cost: 8 s per rho=4 student of 2-8-1 (33 params) -> a 4-8-1 student (49 params) costs 8*49/33 s
     measured = students_frame(store, cfg).query("d == 2")
     est = estimate_cost(measured, cfg, resolve_config(MINI, {"din": "4", "rho": "4"}), cores=(1, 4))

@@ -39,6 +39,7 @@ import pandas as pd
 
 from ..config import ACTIVATION, BACKEND, BETA, GAMMA, JOBS, OUT, SEED, ConfigError, Param, Schema, parse_int_list
 from ..io import atomic_write_json, atomic_write_text
+from ..provenance import environment
 from ..runs.executors import Unit, UnitOutput, check_scheduler
 from ..runs.store import ResultStore
 
@@ -435,7 +436,10 @@ def grid_status(store: ResultStore, cfg: dict) -> pd.DataFrame:
 
 
 def write_report(out: str | Path, cfg: dict | None = None) -> dict[str, Path]:
-    """Write the CSV tables and the Fig. 4B/C and 5B figures under ``out/report``."""
+    """Write the CSV tables and the Fig. 4B/C and 5B figures under ``out/report``, and
+    ``environment.json``: the :func:`ec.provenance.environment` of the report, and under
+    ``invocations`` that of the driver of each ``ec grid run`` that filled the store (its
+    units' numbers come from those; Dask workers are not recorded)."""
     from ..plots.grid import plot_reconstructions, plot_students
 
     out = Path(out)
@@ -445,6 +449,10 @@ def write_report(out: str | Path, cfg: dict | None = None) -> dict[str, Path]:
     with ResultStore(out) as store:
         students = students_frame(store, cfg)
         recon = reconstructions_frame(store, cfg)
+        invocations = [{"run_id": r["run_id"], "note": r["note"], "status": r["status"],
+                        "n_computed": r["n_computed"], "n_skipped": r["n_skipped"],
+                        "environment": json.loads(r["environment"]) if r.get("environment") else None}
+                       for r in store.runs()]
     table = summary_table(students, recon, cfg["zero_loss"], cfg["recovered_rmse"])
     paths = {
         "table": atomic_write_text(rep / "grid-table.csv", table.to_csv(index=False)),
@@ -461,6 +469,7 @@ def write_report(out: str | Path, cfg: dict | None = None) -> dict[str, Path]:
         paths["fig4bc"] = plot_students(students, rhos, cfg, rep / "fig4bc-students-all-rho.png")
     if len(recon):
         paths["fig5b"] = plot_reconstructions(recon, cfg, rep / "fig5b-reconstructions.png")
+    paths["environment"] = atomic_write_json(rep / "environment.json", {**environment(), "invocations": invocations})
     return paths
 
 

@@ -47,6 +47,7 @@ import numpy as np
 
 from ..finetune import BIAS_BUDGET, FINETUNE_BUDGET, FOLD_TOL, bias_mask, fold_constant_neurons
 from ..mlp import MLPSpec, mse
+from ..progress import Event
 from ..train import Budget, TrainResult
 from ._layer import LayerClustering, ReconstructionError, reconstruct_layer
 from ._reexpand import Reexpansion, reexpand_layer
@@ -256,7 +257,7 @@ class LayerwiseExpandAndCluster(ExpandAndCluster):
             target = y if last else hidden[l] @ W_next.T + b_next
 
             t0 = time.perf_counter()
-            self._emit("stage", name=f"cluster layer {l + 1}")
+            self._emit(Event.STAGE, name=f"cluster layer {l + 1}")
             layer, clusters, info = reconstruct_layer(
                 [sub_student(s, l) for s in good], inputs, target, self.activation, gammas[l], betas[l],
                 mask if l == 0 else None, self.cut)
@@ -280,7 +281,7 @@ class LayerwiseExpandAndCluster(ExpandAndCluster):
         spec, theta, folded = fold_constant_neurons(spec, theta, X, self.fold_tol)
         losses["folded"] = mse(spec, theta, X, y)
         t0 = time.perf_counter()
-        self._emit("stage", name="finetune")
+        self._emit(Event.STAGE, name="finetune")
         theta, losses["biases"] = self._finetune(spec, X, y, theta, BIAS_BUDGET, bias_mask(spec))
         finetune_budget = self.finetune_budget or FINETUNE_BUDGET
         theta, losses["finetuned"] = self._finetune(spec, X, y, theta, finetune_budget, None)
@@ -424,13 +425,13 @@ def retrain_and_filter(
         losses = sorted(s.loss for s in good)
         history.append({"neurons": alive.tolist(), "std": std.tolist(), "best_loss": float(losses[0]),
                         "median_loss": float(losses[len(losses) // 2])})
-        training.emit("stage", name=f"bias filter round {rounds}: best loss {losses[0]:.2e}, median "
+        training.emit(Event.STAGE, name=f"bias filter round {rounds}: best loss {losses[0]:.2e}, median "
                                 f"{losses[len(losses) // 2]:.2e}, bias spread {np.round(std, 3).tolist()}")
         if kept is not None and losses[0] > bias_filter.removal_loss_factor * history[-2]["best_loss"]:
             alive, results, std = kept
             fixed[-1] = (W[alive], b[alive])
             restored = removed.pop()
-            training.emit("stage", name=f"bias filter: removing neuron {restored} made the fit worse; put back")
+            training.emit(Event.STAGE, name=f"bias filter: removing neuron {restored} made the fit worse; put back")
             return results, _filter_report(std, removed, restored, rounds, history)
         worst = int(np.argmax(np.where(np.isin(alive, protected), -np.inf, std)))
         if std[worst] <= bias_filter.std_max or alive[worst] in protected:

@@ -29,6 +29,7 @@ import numpy as np
 from ..activations import get_activation
 from ..cluster import NeuronTable, angles_to, cluster_layer, collapse
 from ..mlp import MLPSpec
+from ..progress import Event
 from ..train import Budget, TrainResult
 from ._layer import LayerClustering
 from ._stages import StudentTraining, fixed_weights_mask, stage_init, stage_seeds, sub_student
@@ -118,7 +119,7 @@ def reexpand_layer(training: StudentTraining, X: Array, y: Array, fixed: list[tu
         if gain < settings.min_gain:
             new = []
         report["added"].append(len(new))
-        training.emit("stage", name=f"re-expand layer {stage} round {k}: best loss {losses[0]:.2e} (before: "
+        training.emit(Event.STAGE, name=f"re-expand layer {stage} round {k}: best loss {losses[0]:.2e} (before: "
                                     f"{previous:.2e}, needs {settings.min_gain:g}x lower), "
                                     f"{report['free_clusters'][-1]} new free cluster(s), {len(new)} neuron(s) added")
         if not new:

@@ -16,6 +16,7 @@ import numpy as np
 from ..activations import HIDDEN_ACTIVATIONS
 from ..finetune import BIAS_BUDGET, FINETUNE_BUDGET, bias_mask, drop_dead_neurons, finetune
 from ..mlp import MLPSpec, mse
+from ..progress import Event
 from ..train import Budget, TrainResult, backend_names
 from ._layer import ReconstructionError, reconstruct_layer
 from ._report import Report
@@ -243,10 +244,10 @@ class ExpandAndCluster:
             if 0 <= i < total:
                 results[i] = res
         n_done = sum(r is not None for r in results)
-        self._emit("stage", name="students", total=total, done=n_done)
+        self._emit(Event.STAGE, name="students", total=total, done=n_done)
         for i, res in enumerate(results):
             if res is not None:
-                self._emit("student", index=i, result=res, done=n_done, total=total, resumed=True)
+                self._emit(Event.STUDENT, index=i, result=res, done=n_done, total=total, resumed=True)
         todo = [i for i, r in enumerate(results) if r is None]
 
         def finished(j: int, res: TrainResult) -> None:
@@ -256,7 +257,7 @@ class ExpandAndCluster:
             n_done += 1
             if on_result is not None:
                 on_result(i, res)
-            self._emit("student", index=i, result=res, done=n_done, total=total, resumed=False)
+            self._emit(Event.STUDENT, index=i, result=res, done=n_done, total=total, resumed=False)
 
         if todo:
             self._training().train(spec, X, y, [seeds[i] for i in todo], self.budget, on_result=finished)
@@ -301,7 +302,7 @@ class ExpandAndCluster:
             raise ReconstructionError(f"only {len(good)} of {len(students)} students are usable (not failed)")
 
         t1 = time.perf_counter()
-        self._emit("stage", name="cluster")
+        self._emit(Event.STAGE, name="cluster")
         layer, clusters, info = reconstruct_layer(good, X, y, self.activation, gamma, beta, mask, self.cut)
         t_cluster = time.perf_counter() - t1
 
@@ -309,7 +310,7 @@ class ExpandAndCluster:
         theta = spec.pack([(layer.W, layer.b), (layer.A, layer.c)])
         losses = {"collapsed": mse(spec, theta, X, y)}
         t2 = time.perf_counter()
-        self._emit("stage", name="finetune")
+        self._emit(Event.STAGE, name="finetune")
         theta, losses["biases"] = self._finetune(spec, X, y, theta, BIAS_BUDGET, bias_mask(spec))
         theta, losses["finetuned"] = self._finetune(spec, X, y, theta, self.finetune_budget or FINETUNE_BUDGET, None)
         spec, theta = drop_dead_neurons(spec, theta)

@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..mlp import MLPSpec, mse
+from ..progress import Event
 from ..train import Budget, TrainResult, train_students
 from ..train.cached import run_key, train_students_cached
 from ._layer import ReconstructionError
@@ -136,14 +137,14 @@ class StudentTraining:
             key = run_key(X, y, np.stack(theta0s), mask, sizes=spec.layer_sizes, activation=self.activation,
                           backend=self.backend, budget=budget, options=self.backend_options)
             folder = Path(self.retrain_dir) / f"{folder_prefix}-{key}"
-        self.emit("stage", name=label)
-        self.emit("stage", name="students", total=len(seeds), done=0)
+        self.emit(Event.STAGE, name=label)
+        self.emit(Event.STAGE, name="students", total=len(seeds), done=0)
         n_done = 0
 
         def finished(i, res, resumed=False):
             nonlocal n_done
             n_done += 1
-            self.emit("student", index=i, result=res, done=n_done, total=len(seeds), resumed=resumed)
+            self.emit(Event.STUDENT, index=i, result=res, done=n_done, total=len(seeds), resumed=resumed)
 
         results, loaded = train_students_cached(
             folder, spec, X, y, seeds, backend=self.backend, budget=budget, n_jobs=self.n_jobs, theta0s=theta0s,

@@ -3,7 +3,8 @@
 Layout (every file written atomically through :mod:`ec.io`)::
 
     RUN/
-      config.json            resolved parameters of the last invocation
+      config.json            resolved parameters of the last invocation, and under "environment"
+                             its commit, library versions, BLAS, machine and date (ec.provenance)
       teacher.npz            the teacher (Teacher.save)
       students/00000.npz     one file per finished student (TrainResult.to_arrays)
       reconstruction.npz     layer sizes, activation and flat parameters of the result
@@ -41,6 +42,7 @@ from ..cluster import LayerClusters
 from ..config import ConfigError
 from ..io import atomic_save_npz, atomic_write_json, atomic_write_text
 from ..mlp import MLPSpec
+from ..provenance import environment
 from ..teachers import Teacher
 from ..train import TrainResult
 from ..train.cached import load_students, run_key
@@ -55,6 +57,8 @@ RESULT_FILES = ("reconstruction.npz", "clusters.npz", "clusters.json", "report.j
 class RunDirError(ConfigError):
     """The directory holds a run that is incompatible with the requested one."""
 
+
+ENVIRONMENT = "environment"  # the config.json entry recording where and with what the run ran
 
 FOLDER_NAME = "one folder name of letters, digits and . , = + - _ (not . or ..)"
 
@@ -117,6 +121,8 @@ class RunDir:
         return self.config_path.is_file()
 
     def load_config(self) -> dict:
+        """The run's parameters: ``config.json`` without its ``"environment"`` entry (which
+        records where it ran, not what it is, so a rerun elsewhere or later still resumes)."""
         if not self.exists():
             raise RunDirError(f"{str(self.path)!r} is not a run directory (no config.json)")
         try:
@@ -130,6 +136,7 @@ class RunDir:
                 "and rerun the command with the run's options (saved students are checked against the teacher "
                 "and data they were trained on, and reused), or choose another --out"
             )
+        config.pop(ENVIRONMENT, None)
         return config
 
     def check_place(self) -> None:
@@ -185,9 +192,11 @@ class RunDir:
         return resumed
 
     def write_config(self, config: dict) -> None:
+        """Write ``config`` to ``config.json`` with this invocation's
+        :func:`ec.provenance.environment` under ``"environment"``."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self.config_path, config)
+            atomic_write_json(self.config_path, {**config, ENVIRONMENT: environment()})
         except OSError as exc:
             raise RunDirError(f"--out={str(self.path)!r}: cannot write the run directory ({exc.strerror or exc}); "
                               "choose another --out") from None

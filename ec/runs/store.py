@@ -38,6 +38,7 @@ from typing import Iterable
 import numpy as np
 
 from ..io import atomic_write_bytes
+from ..provenance import environment
 
 STORE_FILE = "store.sqlite"
 
@@ -71,7 +72,8 @@ CREATE TABLE IF NOT EXISTS runs (
     n_computed INTEGER NOT NULL DEFAULT 0,
     n_failed   INTEGER NOT NULL DEFAULT 0,
     n_redone   INTEGER NOT NULL DEFAULT 0,
-    note       TEXT
+    note       TEXT,
+    environment TEXT
 );
 """
 
@@ -159,6 +161,9 @@ class ResultStore:
             self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.executescript(_SCHEMA)
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
+            if "environment" not in columns:  # a store made before runs recorded their environment
+                self._conn.execute("ALTER TABLE runs ADD COLUMN environment TEXT")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not a usable result store ({exc}); move it away to start afresh") from None
         self._conn.row_factory = sqlite3.Row
@@ -322,11 +327,13 @@ class ResultStore:
 
     # -- invocations ---------------------------------------------------------------------
     def begin_run(self, n_units: int, note: str = "") -> str:
+        """Record the start of an invocation, with the driver's :func:`ec.provenance.environment`
+        (column ``environment``, JSON); returns its ``run_id``."""
         run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         with self._transaction() as c:
             c.execute(
-                "INSERT INTO runs (run_id, started_at, status, n_units, note) VALUES (?,?,?,?,?)",
-                (run_id, time.time(), "running", n_units, note),
+                "INSERT INTO runs (run_id, started_at, status, n_units, note, environment) VALUES (?,?,?,?,?,?)",
+                (run_id, time.time(), "running", n_units, note, json.dumps(environment())),
             )
         return run_id
 
