@@ -28,6 +28,7 @@ import numpy as np
 from ec.config import parse_int_list
 from ec.io import atomic_write_json
 from ec.mlp import MLPSpec
+from ec.provenance import environment
 from ec.teachers import make_teacher
 from ec.train import Budget, get_backend
 from ec.train.flow.kernels import MSE
@@ -78,6 +79,7 @@ def main(argv=None) -> dict:
         "hessian": {"n_negative": int((eig < 0).sum()), "most_negative": float(eig[0]),
                     "smallest_abs": np.sort(np.abs(eig))[:5].tolist(), "largest": float(eig[-1])},
         "first_layer": neuron_table(spec, res.params, teacher.spec, teacher.params),
+        "environment": environment(),
     }
     print(f"student {spec.layer_sizes} of teacher {sizes} (seed {args.seed}), {args.n} queries, {args.cpu:g} CPU-s: "
           f"loss {res.loss:.2e}, test RMSE {test_rmse:.1e}, gradient {res.grad_norm:.1e} ({res.stop_reason})")

@@ -11,7 +11,7 @@ Usage::
     python benchmarks/teacher_geometry.py                     # d 2,4,8,16,32 x r 2,4,8, 10 teachers
     python benchmarks/teacher_geometry.py --din 2 --r 4 --teachers 10
 
-Prints a table and writes ``benchmarks/results/teacher_geometry.csv``.
+Prints a table and writes ``benchmarks/results/teacher_geometry.csv`` (and its environment beside it).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import pandas as pd
 from ec.config import parse_int_list
 from ec.experiments.grid import teacher_seed
 from ec.io import atomic_write_text
+from ec.provenance import write_sidecar
 from ec.teachers import make_teacher
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -76,6 +77,7 @@ def main(argv=None) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     print(df.to_string(index=False))
     atomic_write_text(args.out, df.to_csv(index=False))
+    write_sidecar(args.out)
     return df
 
 
