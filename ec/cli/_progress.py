@@ -47,7 +47,8 @@ class Progress:
         self.close()
 
     def __call__(self, event: str, **info):
-        if event == Event.STAGE and info.get("name") == "students" and "total" in info:
+        if event == Event.STAGE and info.get("name") == "students" and "total" in info and "todo" not in info:
+            # students counted one by one (the image pipeline counts epochs: Event.EPOCH)
             self.close()
             self._bar(("students",), info["total"], "students", "student", initial=info.get("done", 0))
         elif event == Event.STUDENT:

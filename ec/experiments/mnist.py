@@ -40,6 +40,7 @@ from ..config import (ACTIVATION, BETA, GAMMA, N_STUDENTS, OUT, REEXPAND, RHO, S
 from ..io import atomic_save_npz, atomic_write_json
 from ..metrics import compare, pooled_distances, rmse
 from ..mlp import MLPSpec
+from ..progress import Event
 from ..queries import DATASET_NAMES, MASK_METHODS, ImageDataset, load_dataset, pixel_mask
 from ..reconstruct import ExpandAndCluster, LayerwiseExpandAndCluster
 from ..teachers.images import ImageTeacher, accuracy, train_image_teacher
@@ -163,7 +164,7 @@ def _estimator(p: dict, teacher_widths, progress, retrain_dir: Path) -> ExpandAn
         n_students=p["n_students"], gamma=p["gamma"], beta=p["beta"], activation=p["act"], backend="torch",
         budget=epoch_budget(p["max_epochs"]), finetune_budget=epoch_budget(p["finetune_epochs"]),
         seed=p["seed"], n_jobs=1, progress=progress,
-        backend_options=_trainer_options(p, lambda d: _emit(progress, "epoch", phase="finetune", **d)),
+        backend_options=_trainer_options(p, lambda d: _emit(progress, Event.EPOCH, phase="finetune", **d)),
         retrain_dir=retrain_dir,
     )
     if len(widths) > 1:
@@ -204,7 +205,7 @@ def announce_source(progress: Progress | None, data: ImageDataset, data_dir) -> 
         from ..queries.datasets import default_data_dir
 
         folder = Path(data_dir) if data_dir else default_data_dir()
-        _emit(progress, "message", text=(
+        _emit(progress, Event.MESSAGE, text=(
             f"note: the full {data.name!r} dataset is not under {str(folder)!r}: using the {data.source} "
             f"({len(data.X_train)} training / {len(data.X_test)} test images). For all 70000 images pass --download "
             f"(torchvision, network) or put the four IDX files in {str(folder / 'mnist')!r}"))
@@ -224,16 +225,16 @@ def train_teacher(params: dict, progress: Progress | None = None, data: ImageDat
         have = (teacher.trained_on, teacher.spec.activation, teacher.spec.hidden_sizes)
         if have != want:
             raise ConfigError(f"{str(path)!r} holds a teacher with (dataset, act, r) = {have}, not {want}")
-        _emit(progress, "message", text=f"loaded teacher {path}")
+        _emit(progress, Event.MESSAGE, text=f"loaded teacher {path}")
         return teacher
     if data is None:
         data = load_dataset(params["dataset"], params["data_dir"] or None, params["download"])
         announce_source(progress, data, params["data_dir"])
-    _emit(progress, "stage", name="teacher", total=params["teacher_epochs"])
+    _emit(progress, Event.STAGE, name="teacher", total=params["teacher_epochs"])
     teacher = train_image_teacher(
         data, params["r"], params["act"], params["seed"], max_epochs=params["teacher_epochs"],
         batch_size=params["batch_size"], lr=params["lr"], device=params["device"], dtype=params["dtype"],
-        threads=params["threads"] or None, progress=lambda d: _emit(progress, "teacher_epoch", **d),
+        threads=params["threads"] or None, progress=lambda d: _emit(progress, Event.TEACHER_EPOCH, **d),
     )
     teacher.save(path)
     atomic_write_json(path.with_suffix(".json"), teacher.info())
@@ -280,7 +281,7 @@ def run_mnist(config=None, progress: Progress | None = None, **values) -> dict:
     rd = RunDir(p["out"] or default_run_dir(p))
     config_json = {**p, "r": list(p["r"]), "data_source": data.source, "query_source": query.source}
     resumed = rd.init(config_json, STUDENT_KEYS, write=False)  # config.json once the students are checked
-    _emit(progress, "message", text=f"{'resuming' if resumed else 'new'} run in {rd.path}")
+    _emit(progress, Event.MESSAGE, text=f"{'resuming' if resumed else 'new'} run in {rd.path}")
 
     # 1. teacher
     t0 = time.perf_counter()
@@ -295,7 +296,7 @@ def run_mnist(config=None, progress: Progress | None = None, **values) -> dict:
         shared = {k: p[k] for k in TEACHER_KEYS}
         teacher = train_teacher(TEACHER.resolve({**shared, "out": str(rd.path / "teacher.npz")}), progress, data)
     t_teacher = time.perf_counter() - t0
-    _emit(progress, "message", text=f"teacher {teacher.spec.layer_sizes} {teacher.spec.activation}: "
+    _emit(progress, Event.MESSAGE, text=f"teacher {teacher.spec.layer_sizes} {teacher.spec.activation}: "
                                      f"test accuracy {teacher.test_accuracy:.4f}")
 
     # 2. queries
@@ -316,14 +317,14 @@ def run_mnist(config=None, progress: Progress | None = None, **values) -> dict:
     if report_path.is_file():
         old = json.loads(report_path.read_text())
         if old.get("recon_key") == json.loads(json.dumps(recon_key)):
-            _emit(progress, "message", text="reconstruction already done (resumed run)")
+            _emit(progress, Event.MESSAGE, text="reconstruction already done (resumed run)")
             return old
     mask = _mask(rd, p, X, y)
     est.feature_mask = mask
     t0 = time.perf_counter()
     est.fit(X, y, students=students)
     t_recon = time.perf_counter() - t0
-    _emit(progress, "stage", name="metrics")
+    _emit(progress, Event.STAGE, name="metrics")
     table1, rows = table1_metrics(est.spec_, est.params_, teacher, mask, X_test, y_test,
                                   data if query_name == p["dataset"] else None)
     cross = cross_dataset_metrics(est.spec_, est.params_, teacher, _eval_names(p, data, query_name), data_dir,
@@ -347,7 +348,7 @@ def run_mnist(config=None, progress: Progress | None = None, **values) -> dict:
                     "total": time.perf_counter() - t_start},
     }
     rd.save_result(rd.path, est.spec_, est.params_, est.clusters_[0], report, rows)
-    _emit(progress, "stage", name="plots")
+    _emit(progress, Event.STAGE, name="plots")
     _plots(rd.path, teacher, est, students, mask, data.image_shape, rows)
     return report
 
@@ -406,10 +407,10 @@ def _students(rd, est, p: dict, X: Array, y: Array, progress) -> list[TrainResul
     finished = {i: s for i, s in done.items()
                 if not s.failed and (s.stop_reason != "budget" or s.phases[0].steps >= p["max_epochs"])}
     todo = [i for i in range(len(seeds)) if i not in finished]
-    _emit(progress, "stage", name="students", total=p["max_epochs"], todo=len(todo), done=len(finished))
+    _emit(progress, Event.STAGE, name="students", total=p["max_epochs"], todo=len(todo), done=len(finished))
     if todo:
         tag = hashlib.sha1(json.dumps([seeds[i] for i in todo]).encode()).hexdigest()[:10]
-        options = _trainer_options(p, lambda d: _emit(progress, "epoch", phase="students", **d))
+        options = _trainer_options(p, lambda d: _emit(progress, Event.EPOCH, phase="students", **d))
         options["checkpoint"] = rd.path / "students" / f"batch-{tag}.ckpt.npz"
         theta0s = [spec.init_params(seeds[i], p["init"]) for i in todo]
 
@@ -517,7 +518,7 @@ def cross_dataset_metrics(spec, theta, teacher: ImageTeacher, names, data_dir, d
         y_t, y_r = teacher.predict(ds.X_test), spec.forward(theta, ds.X_test)
         out[name] = {"rmse": rmse(y_r, y_t), "agreement": float(np.mean(y_r.argmax(1) == y_t.argmax(1))),
                      "n": int(len(ds.X_test)), "source": ds.source}
-        _emit(progress, "message", text=f"cross-dataset {name}: rmse {out[name]['rmse']:.3g}, "
+        _emit(progress, Event.MESSAGE, text=f"cross-dataset {name}: rmse {out[name]['rmse']:.3g}, "
                                          f"agreement {out[name]['agreement']:.4f}")
     return out
 

@@ -25,6 +25,7 @@ from ..config import REEXPAND, gamma_n_problem, parse_int_list, reexpand_problem
 from ..finetune import FINETUNE_BUDGET
 from ..io import atomic_write_json, available_memory
 from ..metrics import compare
+from ..progress import Event
 from ..reconstruct import ExpandAndCluster, LayerwiseExpandAndCluster, ReconstructionError
 from ..runs import RunDir, RunDirError
 from ..runs.rundir import FOLDER_NAME, problem_record, valid_folder_name
@@ -262,7 +263,7 @@ def _retrain_message(progress: Callable | None, then: str = "student {index} is 
     """``on_skip`` of :meth:`RunDir.load_students`: one line per saved student left out."""
     def skip(index: int, path: Path, reason: str) -> None:
         if progress is not None:
-            progress("message", text=f"{path} is {reason}: " + then.format(index=index))
+            progress(Event.MESSAGE, text=f"{path} is {reason}: " + then.format(index=index))
     return skip
 
 
@@ -384,7 +385,7 @@ def evaluate(est: ExpandAndCluster, teacher: Teacher, data, students, target: Pa
     RunDir.save_result(target, est.spec_, est.params_, est.clusters_[0], report, rows)
     if plots:
         if progress is not None:
-            progress("stage", name="plots")
+            progress(Event.STAGE, name="plots")
         write_plots(est.clusters_[0], [r for r in rows if r.get("layer", 0) == 0], summary, target / "plots")
     return report
 
