@@ -227,6 +227,20 @@ def test_bias_filter_removes_a_mis_clustered_neuron(problem):
     assert bias_spread(students, 0).shape == (2,)
 
 
+def test_bias_filter_at_once_removes_every_neuron_above_the_threshold_in_one_round(problem):
+    teacher, data = problem
+    X, y = data.X_train, data.y_train
+    (W1, b1) = teacher.spec.unpack(teacher.params)[0]
+    bogus = [3.0 * np.array([math.cos(math.radians(a)), math.sin(math.radians(a)), 0.0]) for a in (20.0, -25.0)]
+    fixed = [(np.vstack([W1, *bogus]), np.append(b1, [b1[1], b1[1]]))]
+    students, report = retrain_and_filter(_training(n_students=4), X, y, fixed, (WIDTHS[1],), 1, RETRAIN,
+                                          BiasFilter(std_max=0.01, at_once=True))
+    # both bogus neurons spread their biases over the students; the teacher neurons do not
+    assert sorted(report["removed"]) == [2, 3] and report["rounds"] == 2  # one round fewer than one by one
+    assert report["neurons"] == [0, 1] and report["restored"] is None
+    np.testing.assert_array_equal(fixed[0][0], W1)
+
+
 def test_bias_filter_never_removes_a_protected_neuron(problem):
     teacher, data = problem
     (W1, b1) = teacher.spec.unpack(teacher.params)[0]
@@ -404,7 +418,7 @@ def test_reexpand_leaves_out_the_neuron_the_guard_put_back(monkeypatch):
 
     monkeypatch.setattr(ec.reconstruct._layerwise, "reexpand_layer", no_find)
     # the layer was [n0, n1, n2, n3]; n3 went, then n1's removal was undone (loss 1e-2)
-    filt = {"restored": 1, "history": [{"neurons": [0, 1, 2, 3], "best_loss": 1e-6},
+    filt = {"restored": 1, "neurons": [0, 1, 2], "history": [{"neurons": [0, 1, 2, 3], "best_loss": 1e-6},
                                         {"neurons": [0, 1, 2], "best_loss": 1e-6},
                                         {"neurons": [0, 2], "best_loss": 1e-2}]}
     students = [TrainResult(MLPSpec((3, 3, 1), ACT), np.zeros(16), 1e-6, 0.0, "budget", seed=0)] * 2

@@ -147,3 +147,11 @@ def test_deep_teacher_by_r_list_is_the_layers_teacher():
         SYNTH.resolve({"layers": "3-2-2-1", "r": "2-2"})
     with pytest.raises(ConfigError, match="--r"):
         SYNTH.resolve({"r": "2-0"})
+
+
+def test_bias_at_once_is_for_deep_teachers_only():
+    from ec.config import ConfigError
+
+    assert SYNTH.resolve({"layers": "3-2-2-1", "bias_at_once": True})["bias_at_once"] is True
+    with pytest.raises(ConfigError, match="--bias-at-once applies to deep teachers only"):
+        SYNTH.resolve({"din": "4", "r": "4", "bias_at_once": True})

@@ -42,6 +42,12 @@ def _gamma_n_check(cfg: dict) -> str | None:
     return gamma_n_problem(cfg["gamma"], n_students(cfg))
 
 
+def _bias_at_once_check(cfg: dict) -> str | None:
+    if cfg["bias_at_once"] and len(teacher_sizes(cfg)) < 4:
+        return "--bias-at-once applies to deep teachers only: give --layers (e.g. 8-4-2-1) or --r 4-2"
+    return None
+
+
 def _reexpand_check(cfg: dict) -> str | None:
     return reexpand_problem(cfg["reexpand"], len(teacher_sizes(cfg)) - 2, "--layers (e.g. 8-4-2-1) or --r 4-2")
 
@@ -123,9 +129,12 @@ SYNTH = Schema(
         Param("finetune_time", float, FINETUNE_BUDGET.optim_time, "Seconds of second-order fine-tuning of the "
               "reconstructed network.", ">= 0", lambda v: v >= 0, metavar="SECONDS"),
         REEXPAND,
+        Param("bias_at_once", bool, False, "Deep teachers: the bias filter removes every neuron above its "
+              "threshold in one retraining round, not the worst one per round (fewer rounds; not in the paper).",
+              flag=True),
         Param("plots", bool, True, "Write the PNG figures.", flag=True),
     ),
-    cross_checks=(_layers_or_deep_r, _gamma_n_check, _width_check, _reexpand_check, _memory_check),
+    cross_checks=(_layers_or_deep_r, _gamma_n_check, _width_check, _reexpand_check, _bias_at_once_check, _memory_check),
 )
 
 # Parameters that change what a saved student is: they must match to resume a run.
@@ -184,6 +193,7 @@ def _student_budget(params: dict) -> Budget | None:
 def _estimator(params: dict, progress, retrain_dir: Path | None = None) -> ExpandAndCluster:
     if len(teacher_sizes(params)) > 3:
         return LayerwiseExpandAndCluster(student_widths(params), reexpand=params.get("reexpand", 0),
+                                         bias_at_once=bool(params.get("bias_at_once")),
                                          **_estimator_options(params, progress, retrain_dir))
     return ExpandAndCluster(student_widths(params), **_estimator_options(params, progress, retrain_dir))
 

@@ -77,11 +77,16 @@ class BiasFilter:
     removal_loss_factor : float > 1
         A removal after which the best retrained loss is this many times higher took a
         neuron the layer needs: it is undone and ends the filter (``inf``: never, as in A.3).
+    at_once : bool
+        Remove every neuron above ``std_max`` in one round instead of the worst one only
+        (fewer retraining rounds). When that makes the fit ``removal_loss_factor`` times
+        worse, they are put back and the filter goes on one neuron per round.
     """
 
     std_max: float = 0.1
     fraction: float = 0.5
     removal_loss_factor: float = 10.0
+    at_once: bool = False
 
     def check(self) -> None:
         if not self.std_max > 0:
@@ -120,6 +125,9 @@ class LayerwiseExpandAndCluster(ExpandAndCluster):
     bias_std_max, bias_fraction, removal_loss_factor : float
         The A.3 filter (:class:`BiasFilter`'s ``std_max``, ``fraction``,
         ``removal_loss_factor``).
+    bias_at_once : bool
+        Remove every neuron above the threshold in one round (:class:`BiasFilter`'s
+        ``at_once``; False: the worst one per round, as in A.3).
     fold_tol : float
         See :func:`ec.finetune.fold_constant_neurons`.
     reexpand : int >= 0
@@ -161,6 +169,7 @@ class LayerwiseExpandAndCluster(ExpandAndCluster):
         bias_std_max: float = BiasFilter.std_max,
         bias_fraction: float = BiasFilter.fraction,
         removal_loss_factor: float = BiasFilter.removal_loss_factor,
+        bias_at_once: bool = BiasFilter.at_once,
         fold_tol: float = FOLD_TOL,
         reexpand: int = 0,
         reexpand_budget: Budget | None = None,
@@ -171,12 +180,14 @@ class LayerwiseExpandAndCluster(ExpandAndCluster):
         self.bias_std_max = bias_std_max
         self.bias_fraction = bias_fraction
         self.removal_loss_factor = removal_loss_factor
+        self.bias_at_once = bias_at_once
         self.fold_tol = fold_tol
         self.reexpand = reexpand
         self.reexpand_budget = reexpand_budget
 
     def _bias_filter(self) -> BiasFilter:
-        return BiasFilter(float(self.bias_std_max), float(self.bias_fraction), float(self.removal_loss_factor))
+        return BiasFilter(float(self.bias_std_max), float(self.bias_fraction), float(self.removal_loss_factor),
+                          bool(self.bias_at_once))
 
     def _check_params(self) -> None:
         super()._check_params()
@@ -311,7 +322,7 @@ class LayerwiseExpandAndCluster(ExpandAndCluster):
             train_rmse=math.sqrt(losses["finetuned"]),
             seconds=seconds,
             bias_filter={"std_max": bias_filter.std_max, "fraction": bias_filter.fraction,
-                         "removal_loss_factor": bias_filter.removal_loss_factor},
+                         "removal_loss_factor": bias_filter.removal_loss_factor, "at_once": bias_filter.at_once},
             folded=folded,
             folded_after_finetune=folded_after,
         )
@@ -333,7 +344,7 @@ def _reexpand_and_filter(training: StudentTraining, X: Array, y: Array, fixed: l
     before = fixed[-1]
     reference = min(s.loss for s in usable(students))
     if filt["restored"] is not None:
-        drop = filt["history"][-2]["neurons"].index(filt["restored"])
+        drop = filt["neurons"].index(filt["restored"])
         fixed[-1] = (np.delete(before[0], drop, axis=0), np.delete(before[1], drop))
         reference = filt["history"][-1]["best_loss"]
     grown = reexpand_layer(training, X, y, fixed, upper_widths, stage, reexpansion, clustering, reference)
@@ -395,8 +406,9 @@ def retrain_and_filter(
     students : list of TrainResult
         The students of the kept round (fixed weights bit for bit as given).
     report : dict
-        ``std`` (bias spread of the kept round), ``removed`` (indices in the layer as it was
-        given, in removal order), ``restored`` (the index put back, or None), ``rounds``,
+        ``neurons`` (those kept, indices in the layer as it was given), ``std`` (bias spread
+        of the kept round), ``removed`` (indices in the layer as it was given, in removal
+        order), ``restored`` (the index put back, or None), ``rounds``,
         ``history`` (per round: ``neurons`` left, ``std``, ``best_loss`` and ``median_loss``
         of the usable students).
 
@@ -410,7 +422,8 @@ def retrain_and_filter(
     removed: list[int] = []
     history: list[dict] = []
     rounds = 0
-    kept = None  # the previous round: (alive, results, std)
+    at_once = bias_filter.at_once
+    kept = None  # before the last removal: (alive, results, std, best loss)
     while True:
         rounds += 1
         fixed[-1] = (W[alive], b[alive])
@@ -427,24 +440,40 @@ def retrain_and_filter(
                         "median_loss": float(losses[len(losses) // 2])})
         training.emit(Event.STAGE, name=f"bias filter round {rounds}: best loss {losses[0]:.2e}, median "
                                 f"{losses[len(losses) // 2]:.2e}, bias spread {np.round(std, 3).tolist()}")
-        if kept is not None and losses[0] > bias_filter.removal_loss_factor * history[-2]["best_loss"]:
-            alive, results, std = kept
+        loss = losses[0]
+        if kept is not None and loss > bias_filter.removal_loss_factor * kept[3]:
+            n_back = len(kept[0]) - len(alive)
+            alive, results, std, loss = kept
             fixed[-1] = (W[alive], b[alive])
-            restored = removed.pop()
-            training.emit(Event.STAGE, name=f"bias filter: removing neuron {restored} made the fit worse; put back")
-            return results, _filter_report(std, removed, restored, rounds, history)
-        worst = int(np.argmax(np.where(np.isin(alive, protected), -np.inf, std)))
-        if std[worst] <= bias_filter.std_max or alive[worst] in protected:
-            return results, _filter_report(std, removed, None, rounds, history)
+            put_back = removed[-n_back:]
+            del removed[-n_back:]
+            kept = None
+            if n_back == 1:
+                training.emit(Event.STAGE, name=f"bias filter: removing neuron {put_back[0]} made the fit worse; "
+                                                "put back")
+                return results, _filter_report(alive, std, removed, put_back[0], rounds, history)
+            # Several at once took a neuron the layer needs: back to one per round from there.
+            at_once = False
+            training.emit(Event.STAGE, name=f"bias filter: removing neurons {put_back} together made the fit "
+                                            "worse; put back, now one per round")
+        free = ~np.isin(alive, protected)
+        worst = int(np.argmax(np.where(free, std, -np.inf)))
+        if std[worst] <= bias_filter.std_max or not free[worst]:
+            return results, _filter_report(alive, std, removed, None, rounds, history)
         if len(alive) == 1:
             raise ReconstructionError(
                 f"layer {stage}: the bias filter removed every reconstructed neuron (last bias spread "
                 f"{std[worst]:.3g} > {bias_filter.std_max}; removed {removed})"
             )
-        kept = (alive, results, std)
-        removed.append(int(alive[worst]))
-        alive = np.delete(alive, worst)
+        go = np.flatnonzero(free & (std > bias_filter.std_max)) if at_once else np.array([worst])
+        if len(go) == len(alive):  # never the whole layer at once: the worst first
+            go = np.array([worst])
+        kept = (alive, results, std, loss)
+        removed += [int(i) for i in alive[go]]
+        alive = np.delete(alive, go)
 
 
-def _filter_report(std: Array, removed: list[int], restored: int | None, rounds: int, history: list[dict]) -> dict:
-    return {"std": std.tolist(), "removed": removed, "restored": restored, "rounds": rounds, "history": history}
+def _filter_report(alive: Array, std: Array, removed: list[int], restored: int | None, rounds: int,
+                   history: list[dict]) -> dict:
+    return {"neurons": alive.tolist(), "std": std.tolist(), "removed": removed, "restored": restored,
+            "rounds": rounds, "history": history}
