@@ -12,14 +12,13 @@ from __future__ import annotations
 import math
 import numbers
 import re
+import tomllib
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-
-import tomllib
 
 
 class ConfigError(ValueError):
