@@ -147,3 +147,32 @@ def test_dead_neurons_are_dropped_without_changing_the_function():
     X = np.random.default_rng(0).normal(size=(50, 3))
     np.testing.assert_array_equal(small.forward(small_theta, X), spec.forward(theta, X))
     assert drop_dead_neurons(small, small_theta)[0] is small  # nothing more to drop
+
+
+@pytest.mark.parametrize("n_bad,expected", [(2, [8]), (4, [])])
+def test_near_misses_name_the_clusters_a_few_students_short(n_bad, expected):
+    """Teacher neuron 0 held by 10 - n_bad of 10 students, gamma = 1 asks for all 10: a
+    cluster 1 or 2 students short is a near miss, one 4 short is not."""
+    from ec.cluster import NeuronTable, cluster_layer
+    from ec.reconstruct._layer import near_misses
+
+    teacher, students, truth = planted_students("g", noise=1e-9, two_duplicates=False)
+    rng = np.random.default_rng(0)
+    for i in range(n_bad):  # replace teacher neuron 0 in the first students by another direction
+        (W, b), (A, c) = students[i].spec.unpack(students[i].params)
+        rows = [k for k, t in enumerate(truth[i]) if t == 0]
+        W[rows] = 3.0 * rng.normal(size=(len(rows), W.shape[1]))
+        students[i] = replace(students[i], params=students[i].spec.pack([(W, b), (A, c)]))
+    table = NeuronTable.from_students(students)
+    clusters = cluster_layer(table, "g", 1.0, math.pi / 24, None, "aligned")
+    assert clusters.n_kept == 3  # teacher neurons 1-3
+    assert near_misses(table, clusters) == expected
+
+
+def test_diagnosis_names_unconverged_students_and_near_misses():
+    from ec.experiments.synth import diagnose
+
+    lines = diagnose([1e-30, 2e-8, 1e-31], [{"near_misses": [4], "min_size": 5}], 6)
+    assert lines[0].startswith("students not converged: 2 of 3 below 1e-14") and "--ode-time" in lines[0]
+    assert "layer 1: 1 cluster(s) held by 4 students, short of the 5" in lines[1] and "--gamma" in lines[1]
+    assert diagnose([1e-30, 1e-31], [{"near_misses": [], "min_size": 2}], 2) == []

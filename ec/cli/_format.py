@@ -21,6 +21,7 @@ def print_report(report: dict) -> None:
                f"{st['n']} students of width {st['width']}: best loss {best}, median {med}, failed {st['failed']}")
     if report["status"] == "failed":
         click.echo(f"reconstruction FAILED: {report['error']}")
+        _echo_diagnosis(report)
         click.echo(f"results in {report['result_dir']}")
         return
     layer = report["reconstruction"]["layers"][0]
@@ -40,4 +41,11 @@ def print_report(report: dict) -> None:
         "inexact": "INEXACT: right width but test RMSE > 1e-10",
         "wrong-size": f"NOT RECOVERED: width {s['m_hat']} instead of {s['r']}",
     }[report["status"]]
-    click.echo(f"{verdict}\nresults in {report['result_dir']}")
+    click.echo(verdict)
+    _echo_diagnosis(report)
+    click.echo(f"results in {report['result_dir']}")
+
+
+def _echo_diagnosis(report: dict) -> None:
+    for line in report.get("diagnosis", []):
+        click.echo(f"  why: {line}")

@@ -342,6 +342,8 @@ def reconstruct_unit(config: dict, inputs: dict) -> UnitOutput:
         **base,
         **summary,
         "train_loss": est.report_["train_loss"]["finetuned"],
+        # clusters a student or two short of gamma*N: a failure the noise of training decided
+        "near_miss_clusters": len(est.report_["layers"][0]["near_misses"]),
         "stage_seconds": est.report_["seconds"],
     }
     return UnitOutput(result, {"layer_sizes": np.asarray(est.layer_sizes_, dtype=np.int64), "params": est.params_})

@@ -33,6 +33,8 @@ from ..teachers import Teacher, make_teacher
 from ..teachers.synthetic import N_STANDARDISE
 from ..train import Budget
 
+# A student "reaches zero loss" below this training loss (the paper's threshold, Fig. 4).
+ZERO_LOSS = 1e-14
 # A reconstruction is "recovered" at this test RMSE with the teacher's width (the paper
 # calls 1e-14 "zero loss"; issue 4 asks for 1e-10).
 EXACT_RMSE = 1e-10
@@ -375,7 +377,7 @@ def evaluate(est: ExpandAndCluster, teacher: Teacher, data, students, target: Pa
     try:
         est.fit(data.X_train, data.y_train, students=students)
     except ReconstructionError as exc:
-        report.update(status="failed", error=str(exc),
+        report.update(status="failed", error=str(exc), diagnosis=diagnose(losses, [], len(students)),
                       summary={"r": _widths(teacher.spec), "m_hat": 0, "test_rmse": math.nan})
         RunDir.clear_result(target)
         atomic_write_json(target / "report.json", report)
@@ -392,12 +394,41 @@ def evaluate(est: ExpandAndCluster, teacher: Teacher, data, students, target: Pa
         reconstruction=est.report_,
         seconds={"reconstruction": time.perf_counter() - t0},
     )
+    if report["status"] != "recovered":
+        report["diagnosis"] = diagnose(losses, est.report_["layers"], est.report_["n_students"])
     RunDir.save_result(target, est.spec_, est.params_, est.clusters_[0], report, rows)
     if plots:
         if progress is not None:
             progress(Event.STAGE, name="plots")
         write_plots(est.clusters_[0], [r for r in rows if r.get("layer", 0) == 0], summary, target / "plots")
     return report
+
+
+def diagnose(losses: list[float], layers: list[dict], n_students: int) -> list[str]:
+    """Why a reconstruction may have failed, each reason one line a user can act on.
+
+    Parameters
+    ----------
+    losses : list of float
+        The students' training losses.
+    layers : list of dict
+        Per hidden layer, the estimator's report (``near_misses``, ``min_size``).
+    n_students : int
+    """
+    lines = []
+    finite = sorted(x for x in losses if math.isfinite(x))
+    converged = sum(x <= ZERO_LOSS for x in finite)
+    if converged < len(losses):
+        median = finite[len(finite) // 2] if finite else math.nan
+        lines.append(f"students not converged: {converged} of {len(losses)} below {ZERO_LOSS:g} (median loss "
+                     f"{median:.1e}); raise --ode-time / --optim-time")
+    for i, layer in enumerate(layers):
+        near = layer.get("near_misses") or []
+        if near:
+            lines.append(f"layer {i + 1}: {len(near)} cluster(s) held by {', '.join(map(str, near))} students, short "
+                         f"of the {layer['min_size']} that gamma*N asks; lower --gamma or raise --n-students "
+                         f"(now {n_students}) or the student time")
+    return lines
 
 
 def _widths(spec):

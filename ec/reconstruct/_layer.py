@@ -55,7 +55,7 @@ def reconstruct_layer(students: list[TrainResult], X: Array, y: Array, activatio
     layer : Layer
     clusters : LayerClusters
     info : dict
-        JSON-friendly clustering and collapse details.
+        JSON-friendly clustering and collapse details; ``near_misses`` (:func:`near_misses`).
 
     Raises
     ------
@@ -77,6 +77,7 @@ def reconstruct_layer(students: list[TrainResult], X: Array, y: Array, activatio
     clusters = replace(clusters, info={**clusters.info, "collapse": winners, "pruned": pruned, "affine": affine})
     labels, reasons = clusters.labels, list(clusters.rejected.values())
     info = {
+        "near_misses": near_misses(table, clusters),
         "n_neurons": int(len(labels)),
         "n_clusters": int(len(np.unique(labels))),
         "n_big": clusters.info["n_big"],
@@ -94,3 +95,16 @@ def reconstruct_layer(students: list[TrainResult], X: Array, y: Array, activatio
         "affine": affine,
     }
     return layer, clusters, info
+
+
+NEAR_MISS_SLACK = 2
+
+
+def near_misses(table: NeuronTable, clusters: LayerClusters, slack: int = NEAR_MISS_SLACK) -> list[int]:
+    """Supports (distinct students) of the clusters rejected as too small that miss
+    ``ceil(gamma N)`` by at most ``slack`` students, largest first: neurons that a few more
+    converged students, or a lower gamma, would have kept. A failed reconstruction with near
+    misses says so instead of failing silently."""
+    supports = [len(np.unique(table.student[clusters.labels == c]))
+                for c, why in clusters.rejected.items() if why == "small"]
+    return sorted((s for s in supports if s >= clusters.min_size - slack), reverse=True)
