@@ -156,3 +156,36 @@ def test_trust_region_step_satisfies_optimality_conditions():
         assert mu >= max(0.0, -lam[0]) - 1e-9 * scale
         if mu > 1e-9 * scale:
             assert np.linalg.norm(s) == pytest.approx(radius, rel=1e-8)
+
+
+def test_a_student_whose_dense_phases_do_not_fit_is_refused_up_front(monkeypatch):
+    import ec.train.flow.backend as backend
+
+    rng = np.random.default_rng(0)
+    spec = MLPSpec((20, 8, 2), "g")  # 186 parameters: 4 dense 186 x 186 matrices are ~1.1 MB
+    X, y = rng.normal(size=(50, 20)), rng.normal(size=(50, 2))
+    monkeypatch.setattr(backend, "available_memory", lambda: 100_000)
+    with pytest.raises(MemoryError, match=r"186 free parameters .* newton .* optim_method='auto'"):
+        FlowTrainer(optim_method="newton").fit(spec, X, y, spec.init_params(0), Budget(ode_steps=0, optim_steps=5))
+    # gradient-only phases (DOP853, L-BFGS) need no dense matrix: the same student trains
+    small = FlowTrainer(exp_euler_max_params=10, newton_max_params=10, bfgs_max_params=10)
+    res = small.fit(spec, X, y, spec.init_params(0), Budget(ode_steps=5, optim_steps=5))
+    assert not res.failed and [p.name for p in res.phases][0] == "DOP853"
+
+
+def test_warm_up_never_forms_the_students_hessian(monkeypatch):
+    """Compiling the kernels must not cost n_params^2 memory (a 510-64-10 image student's
+    Hessian is 8.3 GiB): the warm-up evaluates a tiny network of the same depth."""
+    import ec.train.flow.backend as backend
+    from ec.train.flow.kernels import MSE
+
+    sizes = []
+    real = MSE.hessian
+    monkeypatch.setattr(MSE, "hessian", lambda self, theta: sizes.append(len(theta)) or real(self, theta))
+    monkeypatch.setattr(backend, "_warm", set())
+    rng = np.random.default_rng(1)
+    spec = MLPSpec((40, 30, 3), "relu")  # 1323 parameters: "auto" picks gradient-only DOP853, then BFGS
+    FlowTrainer().fit(spec, rng.normal(size=(30, 40)), rng.normal(size=(30, 3)), spec.init_params(0),
+                      Budget(ode_steps=2, optim_steps=2))
+    assert sizes and sizes[0] < 50  # the warm-up's network
+    assert spec.n_params not in sizes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...io import available_memory
 from ...mlp import MLPSpec
 from ..base import Budget, PhaseStats, SequentialFitMany, TrainResult
 from .kernels import MSE
@@ -15,6 +16,10 @@ from .ode import gradient_flow
 
 Array = np.ndarray
 _FINAL = ("min_loss", "min_grad")
+# Phases that hold dense n_free x n_free matrices, and how many of them at once (the matrix,
+# its factorisation or eigendecomposition, and work copies).
+DENSE_METHODS = ("exp-euler", "newton", "bfgs", "BDF", "Radau", "LSODA")
+DENSE_COPIES = 4
 
 
 class FlowTrainer(SequentialFitMany):
@@ -117,6 +122,8 @@ class FlowTrainer(SequentialFitMany):
             Parameters to train; the others keep their ``theta0`` values exactly.
         """
         budget = budget or Budget()
+        n_free = spec.n_params if trainable is None else int(np.count_nonzero(trainable))
+        self._check_memory(n_free, budget)
         _warm_up(spec, X, y)
         obj = Objective(MSE(spec, X, y), theta0, trainable, budget, self.clock)
         log = _PhaseLog(obj)
@@ -153,6 +160,25 @@ class FlowTrainer(SequentialFitMany):
             backend=self.name,
         )
 
+    def _check_memory(self, n_free: int, budget: Budget) -> None:
+        """Refuse up front a student whose dense phases (exact Hessian, BFGS, implicit ODE:
+        n_free^2 floats, with their factorisations about four such matrices) do not fit in
+        the memory available, instead of being killed by the kernel midway."""
+        dense = []
+        if budget.ode_steps > 0 and budget.ode_time > 0:
+            dense.append(choose_ode_method(n_free, self.ode_method, self.exp_euler_max_params))
+        if budget.optim_steps > 0 and budget.optim_time > 0:
+            dense.append(choose_method(n_free, self.optim_method, self.newton_max_params, self.bfgs_max_params))
+        dense = [m for m in dense if m in DENSE_METHODS]
+        need, free = DENSE_COPIES * 8 * n_free**2, available_memory()
+        if dense and free is not None and need > free:
+            raise MemoryError(
+                f"a flow student with {n_free} free parameters needs about {need / 2**30:.1f} GiB for "
+                f"{', '.join(dense)} (dense {n_free} x {n_free} matrices), {free / 2**30:.1f} GiB are available; "
+                "use ode_method='auto' and optim_method='auto' (gradient-only DOP853 and L-BFGS above "
+                f"{self.exp_euler_max_params} / {self.bfgs_max_params} parameters) or the torch backend"
+            )
+
     def _in_rounds(
         self, obj: Objective, log: "_PhaseLog", name: str, phase, steps: int, seconds: float, reducible: bool
     ) -> str:
@@ -185,11 +211,14 @@ def _warm_up(spec: MLPSpec, X: Array, y: Array) -> None:
     """Compile (or load from numba's cache) the kernels before any budget clock starts:
     compiling takes ~15 s of CPU once per process (one hidden layer: the fused kernels;
     deeper: the activation kernels), which would otherwise come out of the first student's
-    time budget."""
+    time budget. The kernels are compiled per argument type, not per size, so a network of
+    the same depth and activation with two neurons per layer compiles them: the student's own
+    Hessian (n_params^2 floats: 8.3 GiB for a 510-64-10 student) is never formed here."""
     shallow = len(spec.hidden_sizes) == 1
     if shallow not in _warm:
-        tiny = MSE(spec, np.asarray(X)[:2], np.asarray(y).reshape(len(X), -1)[:2])
-        theta = spec.init_params(0)
+        small = MLPSpec((2, *(2 for _ in spec.hidden_sizes), 1), spec.activation)
+        tiny = MSE(small, np.linspace(-1.0, 1.0, 4).reshape(2, 2), np.zeros((2, 1)))
+        theta = small.init_params(0)
         tiny.loss_grad(theta)
         tiny.hessian(theta)
         _warm.add(shallow)
