@@ -29,7 +29,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -40,9 +39,8 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from ec.config import parse_int_list
-from ec.io import atomic_write_text
 from ec.mlp import MLPSpec
-from ec.provenance import environment, write_sidecar
+from ec.provenance import command_line, environment, write_table
 from ec.train.flow import _shallow
 from ec.train.flow.kernels import MSE
 from ec.train.torch_backend import flat_mse
@@ -139,9 +137,7 @@ def main(argv=None) -> pd.DataFrame:
     df["grad_speedup_vs_torch"] = df.torch_grad_ms / df.grad_ms
     df["hess_speedup_vs_torch"] = df.torch_hess_ms / df.hess_ms
     df["jtj_fraction_of_matmul"] = df.jtj_gflops / df.matmul_gflops
-    atomic_write_text(args.out, df.to_csv(index=False, float_format="%.4g"))
-    write_sidecar(args.out, env, command=" ".join(["python", "benchmarks/bench_kernels.py",
-                                                   *(sys.argv[1:] if argv is None else argv)]))
+    write_table(args.out, df, env, command_line(__file__, argv), float_format="%.4g")
     cols = ["layers", "n_params", "grad_ms", "torch_grad_ms", "grad_speedup_vs_torch", "hess_ms", "torch_hess_ms",
             "hess_speedup_vs_torch", "jtj_gflops", "matmul_gflops", "jtj_fraction_of_matmul", "torch_hess_method"]
     print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"))

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import sys
 from pathlib import Path
 
 import numba
@@ -40,7 +39,7 @@ from threadpoolctl import threadpool_limits
 
 from ec.io import atomic_write_text
 from ec.mlp import MLPSpec
-from ec.provenance import write_sidecar
+from ec.provenance import command_line, write_sidecar
 from ec.teachers import make_teacher
 from ec.train import Budget, train_students
 
@@ -69,11 +68,6 @@ def student_rows(rho: int, teacher_seed: int, results, load: float, clock: str) 
             }
         )
     return rows
-
-
-def command_line(argv=None) -> str:
-    """This script's command line (``argv`` as given to :func:`main`, else ``sys.argv``)."""
-    return " ".join(["python", f"benchmarks/{Path(__file__).name}", *(sys.argv[1:] if argv is None else argv)])
 
 
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
@@ -111,7 +105,7 @@ def main(argv=None) -> pd.DataFrame:
     teacher = make_teacher((args.d, args.r, 1), args.teacher_seed)
     data = teacher.dataset(args.n, 1000)
     rows = pd.read_csv(args.out).to_dict("records") if args.resume and Path(args.out).exists() else []
-    write_sidecar(args.out, command=command_line(argv))
+    write_sidecar(args.out, command=command_line(__file__, argv))
 
     def save():
         atomic_write_text(args.out, pd.DataFrame(rows).to_csv(index=False))

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -38,7 +37,7 @@ import pandas as pd
 import torch
 
 from ec.io import atomic_write_text
-from ec.provenance import environment, write_sidecar
+from ec.provenance import command_line, environment, write_sidecar, write_table
 from ec.queries import load_dataset
 from ec.teachers.images import train_image_teacher
 from ec.mlp import MLPSpec
@@ -183,7 +182,7 @@ def main():
     ap.add_argument("--rho", type=float, default=4.0)
     ap.add_argument("--time-budget", type=float, default=600.0, help="seconds for the reach part")
     args = ap.parse_args()
-    env, command = environment(), " ".join(["python", "benchmarks/bench_torch.py", *sys.argv[1:]])
+    env, command = environment(), command_line(__file__)
     RESULTS.mkdir(parents=True, exist_ok=True)
     pd.set_option("display.width", 200)
     tag = args.device.replace(":", "")
@@ -199,8 +198,7 @@ def main():
         tables.append(("torch_devices", bench_devices(n_list, args.epochs, args.cpu_epochs, args.r, args.rho, args.device)))
     for name, df in tables:
         print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-        atomic_write_text(RESULTS / f"{name}.csv", df.to_csv(index=False))
-        write_sidecar(RESULTS / f"{name}.csv", env, command=command)
+        write_table(RESULTS / f"{name}.csv", df, env, command)
     if args.part == "profile":
         text = profile_table(args.n, args.epochs, args.r, args.rho, args.device)
         print(text)

@@ -25,15 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ec.config import parse_angle, parse_float_list, parse_int_list
-from ec.io import atomic_write_json, atomic_write_text
-from ec.provenance import environment, write_sidecar
+from ec.io import atomic_write_json
+from ec.provenance import command_line, environment, write_table
 from ec.metrics import compare_layers
 from ec.reconstruct import LayerwiseExpandAndCluster
 from ec.reconstruct import ReconstructionError
@@ -190,8 +189,7 @@ def main() -> None:
           f"(rounds loaded from the cache count ~0): {rec_seconds.get('retrain', 0.0):.0f}")
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(RESULTS / f"deep_synth-{tag}.csv", table.to_csv(index=False))
-    write_sidecar(RESULTS / f"deep_synth-{tag}.csv", env, command=" ".join(["python", *sys.argv]))
+    write_table(RESULTS / f"deep_synth-{tag}.csv", table, env, command_line(__file__))
     atomic_write_json(RESULTS / f"deep_synth-{tag}.json", {
         "environment": env,
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},

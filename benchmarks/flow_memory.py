@@ -22,9 +22,8 @@ import numpy as np
 import pandas as pd
 
 from ec.config import parse_int_list
-from ec.io import atomic_write_text
 from ec.mlp import MLPSpec
-from ec.provenance import write_sidecar
+from ec.provenance import command_line, write_table
 from ec.train import Budget, get_backend
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -49,8 +48,7 @@ def main(argv=None) -> pd.DataFrame:
                         "failed": res.failed, "peak_rss_mb": round(peak / 2**20, 1),
                         "hessian_gib": round(8 * spec.n_params**2 / 2**30, 2)}])
     print(df.to_string(index=False))
-    atomic_write_text(args.out, df.to_csv(index=False))
-    write_sidecar(args.out)
+    write_table(args.out, df, command=command_line(__file__, argv))
     return df
 
 

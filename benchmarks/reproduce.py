@@ -389,7 +389,7 @@ def main(argv=None) -> int:
     if args.quick:
         items = [i for i in items if i not in SLOW]
 
-    from ec.provenance import environment, write_sidecar
+    from ec.provenance import command_line, environment, write_table
 
     env = environment()
     print(environment_text(env), flush=True)
@@ -410,10 +410,7 @@ def main(argv=None) -> int:
     text = table_text(rows)
     counts = {v: sum(r["verdict"].startswith(v) for r in rows) for v in (OK, WARN, FAIL)}
     print(f"\n{text}\n\n{counts[OK]} ok, {counts[WARN]} warn, {counts[FAIL]} FAIL")
-    from ec.io import atomic_write_text
-
-    atomic_write_text(args.out, pd.DataFrame(rows, columns=list(COLUMNS)).to_csv(index=False))
-    write_sidecar(args.out, env, command=" ".join(["python3", "benchmarks/reproduce.py", *(sys.argv[1:] if argv is None else argv)]))
+    write_table(args.out, pd.DataFrame(rows, columns=list(COLUMNS)), env, command_line(__file__, argv))
     print(f"wrote {args.out}")
     return 1 if counts[FAIL] else 0
 

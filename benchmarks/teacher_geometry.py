@@ -24,8 +24,7 @@ import pandas as pd
 
 from ec.config import parse_int_list
 from ec.experiments.grid import teacher_seed
-from ec.io import atomic_write_text
-from ec.provenance import write_sidecar
+from ec.provenance import command_line, write_table
 from ec.teachers import make_teacher
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -76,8 +75,7 @@ def main(argv=None) -> pd.DataFrame:
                          "parallel_pairs": int(par[:, 0].sum())})
     df = pd.DataFrame(rows)
     print(df.to_string(index=False))
-    atomic_write_text(args.out, df.to_csv(index=False))
-    write_sidecar(args.out)
+    write_table(args.out, df, command=command_line(__file__, argv))
     return df
 
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import sys
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from .io import atomic_write_json
+from .io import atomic_write_json, atomic_write_text
 
 #: Distributions whose version is recorded (read from their metadata: nothing is imported).
 PACKAGES = ("numpy", "scipy", "numba", "llvmlite", "torch", "pandas", "scikit-learn", "threadpoolctl")
@@ -139,3 +140,21 @@ def write_sidecar(results: str | Path, env: dict | None = None, **extra) -> Path
         The sidecar written.
     """
     return atomic_write_json(sidecar_path(results), {**(env or environment()), **extra})
+
+
+def command_line(script: str | Path, argv: list[str] | None = None) -> str:
+    """The command that ran ``script`` (a path), with ``argv`` as given to its ``main``
+    (default: this process's arguments), as recorded in a sidecar."""
+    script = Path(script)
+    where = f"{script.parent.name}/{script.name}" if script.parent.name else script.name
+    return " ".join(["python3", where, *(sys.argv[1:] if argv is None else argv)])
+
+
+def write_table(path: str | Path, table, env: dict | None = None, command: str | None = None,
+                **to_csv) -> Path:
+    """Write a pandas table as CSV atomically, its environment beside it (:func:`write_sidecar`,
+    with ``command`` when given); ``to_csv`` options as pandas takes them."""
+    atomic_write_text(path, table.to_csv(index=False, **to_csv))
+    extra = {} if command is None else {"command": command}
+    write_sidecar(path, env, **extra)
+    return Path(path)

@@ -100,8 +100,24 @@ def test_store_invocations_record_the_environment_and_old_stores_gain_the_column
     assert json.loads(new["environment"])["packages"]["numpy"] == metadata.version("numpy")
 
 
-@pytest.mark.parametrize("name", ["bench_students", "bench_kernels", "bench_torch", "deep_synth"])
+BENCHMARKS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py"))
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
 def test_every_benchmark_writes_the_environment(name):
     text = (Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py").read_text()
-    assert "write_sidecar(" in text
+    # beside a CSV (write_sidecar, or write_table that calls it), or inside a JSON report
+    assert any(w in text for w in ("write_sidecar(", "write_table(", '"environment": environment()'))
     assert "to_csv(RESULTS" not in text and ".write_text(" not in text  # every results file written atomically
+
+
+def test_write_table_writes_the_csv_and_its_environment_with_the_command(tmp_path):
+    import pandas as pd
+
+    from ec.provenance import command_line, write_table
+
+    path = write_table(tmp_path / "t.csv", pd.DataFrame({"a": [1.23456]}), {"date": "d"},
+                       command_line("benchmarks/x.py", ["--n", "3"]), float_format="%.2g")
+    assert path.read_text() == "a\n1.2\n"
+    saved = json.loads((tmp_path / "t.env.json").read_text())
+    assert saved == {"date": "d", "command": "python3 benchmarks/x.py --n 3"}
