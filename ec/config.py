@@ -423,6 +423,6 @@ REEXPAND = Param("reexpand", int, 0, "Deep teachers: after each bias filter, ret
                  "beside the reconstructed layer and add the neurons they agree on, when they improve the fit "
                  "(not in the paper; finds neurons the clustering missed). 0: off.", ">= 0", lambda v: v >= 0,
                  metavar="INT")
-BACKEND = Param("backend", _backend, "flow", "Trainer backend.", "flow, torch, julia", type="str")
+BACKEND = Param("backend", _backend, "flow", "Trainer backend.", "flow, torch, julia, gn (one hidden layer)", type="str")
 JOBS = Param("jobs", int, 0, "Worker processes (0: all cores).", ">= 0", lambda j: j >= 0)
 OUT = Param("out", str, "", "Run directory (default: runs/<command>-<parameters>).", "a path")

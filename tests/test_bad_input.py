@@ -135,6 +135,10 @@ CLI_CASES = [
     ("layers-3-x-2-1", lambda t, R: ["synth", "--layers", "3-x-2-1", "--out", f"{t}/o"],
      None, 2, ["--layers='3-x-2-1'", "empty entry"]),
     ("r-negative", lambda t, R: ["synth", "--r", "-1", "--out", f"{t}/o"], None, 2, ["--r='-1'"]),
+    ("gn-deep-synth", lambda t, R: ["synth", "--layers", "3-2-2-1", "--backend", "gn", "--out", f"{t}/o"],
+     None, 2, ["--backend gn trains students with one hidden layer"]),
+    ("mnist-queries-lines-alone", lambda t, R: ["mnist", "--queries", "lines:100", "--out", f"{t}/o"],
+     None, 2, ["--queries='lines:100' is not allowed"]),
     ("grid-r-trailing-separator", lambda t, R: ["grid", "run", "--config", "quick", "--r", "4,", "--out", f"{t}/o"],
      None, 2, ["--r='4,'", "empty entry"]),
     # numbers that used to end in a traceback

@@ -107,6 +107,15 @@ def test_cli_missing_dataset_is_a_clean_error(tmp_path):
     assert res.exit_code == 1 and "not available" in res.output and "Traceback" not in res.output
 
 
+def test_cli_missing_query_source_says_how_to_get_it(tmp_path):
+    if torchvision_available():
+        pytest.skip("torchvision installed")
+    res = CliRunner().invoke(cli, ["mnist", "--dataset", "digits", "--queries", "digits,cifar10:10", "--data-dir",
+                                   str(tmp_path), "--out", str(tmp_path / "run")])
+    assert res.exit_code == 1 and "cifar10" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "run" / "students").exists()  # refused before any training
+
+
 def test_cli_teacher_then_mismatched_mnist(tmp_path):
     path = tmp_path / "t.npz"
     args = ["teacher", "--dataset", "digits", "--act", "g", "--r", "4", "--teacher-epochs", "5", "--out", str(path)]
@@ -119,7 +128,8 @@ def test_cli_teacher_then_mismatched_mnist(tmp_path):
 
 
 TINY = dict(dataset="digits", act="g", r=4, rho=2, n_students=3, max_epochs=100, finetune_epochs=20,
-            batch_size=128, lr=3e-3, teacher_epochs=30, threads=1, eval_datasets="mnist")
+            batch_size=128, lr=3e-3, teacher_epochs=30, threads=1, eval_datasets="mnist", backend="torch",
+            queries="digits")
 
 
 @pytest.mark.slow
@@ -153,6 +163,39 @@ def test_tiny_end_to_end_run_resumes(tmp_path):
     # Parameters that change what a student is need another run directory.
     with pytest.raises(RunDirError, match="lr: saved 0.003, now 0.01"):
         run_mnist(out=str(out), **{**TINY, "lr": 1e-2})
+
+
+def test_gn_students_on_generated_queries_resume_and_refuse_other_queries(tmp_path):
+    out = tmp_path / "run"
+    tiny = dict(dataset="digits", act="relu", r=4, rho=2, n_students=3, gamma=0.6, teacher_epochs=30, threads=1,
+                eval_datasets="none", queries="digits:600,lines:600", optim_steps=8, finetune_steps=10)
+    report = run_mnist(out=str(out), **tiny)
+    assert report["backend"] == "gn" and report["n_queries"] == 1200 and report["queries"] == "digits:600,lines:600"
+    assert report["students"]["epochs"] == [8] * 3 and report["table1"]["r"] == 4
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "students").glob("0*.npz")}
+    assert len(stamps) == 3
+    assert run_mnist(out=str(out), **{**tiny, "gamma": 0.9})["recon_key"]["gamma"] == 0.9
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # students reused
+    with pytest.raises(RunDirError, match="queries"):
+        run_mnist(out=str(out), **{**tiny, "queries": "digits:600,lines:700"})
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"queries": "svhn"}, "--queries='svhn': cannot parse"),
+    ({"backend": "gn", "r": "8-8"}, "--backend gn trains students with one hidden layer"),
+    ({"query_dataset": "fashion", "queries": "mnist"}, "not both"),
+])
+def test_queries_and_backend_are_checked_before_any_work(values, message):
+    with pytest.raises(ConfigError, match=message):
+        MNIST.resolve(values)
+
+
+def test_backend_auto_is_gn_on_a_cpu_and_torch_for_deep_teachers():
+    from ec.experiments.mnist import student_backend
+
+    assert student_backend(MNIST.resolve({"device": "cpu"})) == "gn"
+    assert student_backend(MNIST.resolve({"device": "cpu", "r": "8-8"})) == "torch"
+    assert student_backend(MNIST.resolve({"backend": "torch"})) == "torch"
 
 
 def test_bundled_configs_resolve_and_document_the_defaults():

@@ -39,8 +39,8 @@ def format_report(report: dict) -> str:
     t1, tea, st = report["table1"], report["teacher"], report["students"]
     sizes = tea["layer_sizes"]
     lines = [
-        f"{report['dataset']} teacher {'-'.join(map(str, sizes))} {tea['activation']}, queries: "
-        f"{report['n_queries']} {report['query_dataset']} images ({report['query_source']})",
+        f"{report['dataset']} teacher {'-'.join(map(str, sizes))} {tea['activation']}, {report['n_queries']} queries "
+        f"({report['queries']}), students trained by {report['backend']}",
         f"  test RMSE of logits        {t1['test_rmse']:.3g}",
         f"  m_hat / r                  {t1['m_hat']}/{t1['r']} = {t1['m_hat_over_r']:.3g}"
         f"  (excess {t1['excess']}, missing {t1['missing']})",
@@ -52,6 +52,11 @@ def format_report(report: dict) -> str:
                      f"  (argmax agreement {t1['agreement']:.4f})")
     else:
         lines.append(f"  argmax agreement           {t1['agreement']:.4f}")
+    cov = report["coverage"]
+    thin = [f"{c['neuron']} ({c['minority']})" for c in cov["neurons"] if not c["covered"]]
+    lost = [f"{c['neuron']} ({c['minority']})" for c in cov["neurons"] if not c["found"]]
+    lines.append(f"  teacher neurons with fewer queries on one side than the {cov['rank']} dimensions the queries "
+                 f"span: {', '.join(thin) or 'none'}; missing: {', '.join(lost) or 'none'}")
     for name, c in report["cross_dataset"].items():
         if "skipped" in c:
             lines.append(f"  on {name}: skipped ({c['skipped']})")
@@ -60,7 +65,8 @@ def format_report(report: dict) -> str:
     sec = report["seconds"]
     lines += [
         f"  students: N={len(st['train_mse'])}, median train MSE {_median(st['train_mse']):.3g}, "
-        f"median test RMSE {_median(st['test_rmse']):.3g}, {max(st['epochs'])} epochs",
+        f"median test RMSE {_median(st['test_rmse']):.3g}, {max(st['epochs'])} "
+        f"{'steps' if report['backend'] == 'gn' else 'epochs'}",
         f"  time: teacher {sec['teacher']:.0f}s, students {sec['students']:.0f}s, "
         f"reconstruction {sec['reconstruction']:.0f}s, total {sec['total']:.0f}s",
         f"run directory: {report['run_dir']}",

@@ -42,6 +42,8 @@ from ..metrics import compare, pooled_distances, rmse
 from ..mlp import MLPSpec
 from ..progress import Event
 from ..queries import DATASET_NAMES, MASK_METHODS, ImageDataset, load_dataset, pixel_mask
+from ..queries.coverage import neuron_coverage
+from ..queries.mix import parse_queries, query_mix, resolve_auto
 from ..reconstruct import ExpandAndCluster, LayerwiseExpandAndCluster
 from ..teachers.images import ImageTeacher, accuracy, train_image_teacher
 from ..train import Budget, TrainResult, train_students
@@ -65,6 +67,28 @@ def _check_device(name: str) -> None:
         resolve_device(name)
     except ValueError as exc:
         raise ConfigError(f"--device: {exc}") from None
+
+
+def _queries(text: str) -> str:
+    """``--queries``, checked (the ValueError says what is wrong)."""
+    parse_queries(text)
+    return str(text)
+
+
+def _backend_problem(cfg: dict) -> str | None:
+    if cfg["backend"] == "gn" and len(cfg["r"]) > 1:
+        return (f"--backend gn trains students with one hidden layer; --r {_width_label(cfg['r'])} is deep: "
+                "use --backend torch (or auto)")
+    if cfg["query_dataset"] and cfg["queries"] != "auto":
+        return "give --queries or its old spelling --query-dataset, not both"
+    return None
+
+
+def student_backend(p: dict) -> str:
+    """The trainer ``--backend auto`` stands for here."""
+    if p["backend"] != "auto":
+        return p["backend"]
+    return "torch" if len(p["r"]) > 1 or resolve_device(p["device"]).startswith("cuda") else "gn"
 
 
 def _positive_ints(t) -> bool:
@@ -97,18 +121,29 @@ MNIST = Schema(
         replace(GAMMA, default=0.5),
         replace(BETA, default="pi/3"),
         DATASET,
-        Param("query_dataset", str, "", "Dataset whose images query the teacher (default: --dataset; Table 2).",
+        Param("queries", _queries, "auto", "Query images, SOURCE[:COUNT],... with SOURCE a dataset or 'lines' "
+              "(generated); 'auto': --dataset images, then lines up to 20000 queries (docs/usage.md).",
+              "auto or SOURCE[:COUNT],...", type="str"),
+        Param("query_dataset", str, "", "Old spelling of --queries DATASET:N_TRAIN (Table 2: only that dataset's images).",
               "empty or " + ", ".join(DATASET_NAMES), lambda s: s in ("", *DATASET_NAMES)),
         Param("eval_datasets", str, "auto", "Extra test sets for cross-dataset agreement, comma separated "
               "('auto': the other 28x28 dataset, 'none').", "auto, none or dataset names",
               lambda s: s in ("auto", "none") or all(x in DATASET_NAMES for x in s.split(","))),
         DATA_DIR,
         DOWNLOAD,
-        Param("n_train", int, 10000, "Query images for the students (0: the whole training split).", ">= 0",
+        Param("n_train", int, 10000, "Images of --dataset among the queries (0: the whole training split).", ">= 0",
               lambda n: n >= 0),
         Param("mask", str, "variance", "Input mask before clustering.", ", ".join(MASK_METHODS), choices=MASK_METHODS),
-        Param("max_epochs", int, 3000, "Student training epochs (paper: 25000 on a GPU).", ">= 1", lambda n: n >= 1),
-        Param("finetune_epochs", int, 1000, "Fine-tuning epochs of the reconstruction (paper: 2000).", ">= 0",
+        Param("backend", str, "auto", "Student trainer: gn (float64 Gauss-Newton, one hidden layer), torch (Adam); "
+              "auto: torch on a GPU or for deep teachers, gn otherwise.", "auto, gn, torch",
+              choices=("auto", "gn", "torch")),
+        Param("optim_steps", int, 60, "gn: Gauss-Newton steps per student.", ">= 1", lambda n: n >= 1),
+        Param("optim_time", float, 900.0, "gn: CPU seconds per student at most.", "> 0", lambda x: x > 0),
+        Param("finetune_steps", int, 200, "gn: Gauss-Newton steps of the reconstruction's fine-tuning.", ">= 0",
+              lambda n: n >= 0),
+        Param("max_epochs", int, 3000, "torch: student training epochs (paper: 25000 on a GPU).", ">= 1",
+              lambda n: n >= 1),
+        Param("finetune_epochs", int, 1000, "torch: fine-tuning epochs of the reconstruction (paper: 2000).", ">= 0",
               lambda n: n >= 0),
         replace(REEXPAND, help=REEXPAND.help + " Its students train for --max-epochs."),
         TEACHER_EPOCHS,
@@ -126,6 +161,7 @@ MNIST = Schema(
         OUT,
     ),
     cross_checks=(lambda cfg: gamma_n_problem(cfg["gamma"], cfg["n_students"]),
+                  lambda cfg: _backend_problem(cfg),
                   lambda cfg: reexpand_problem(cfg["reexpand"], len(cfg["r"]), "a list --r (e.g. 8-8)")),
 )
 
@@ -151,25 +187,44 @@ TEACHER = Schema(
 # Parameters `ec mnist` passes on to the teacher it trains (the others keep TEACHER's defaults).
 TEACHER_KEYS = ("seed", "act", "r", "dataset", "data_dir", "download", "teacher_epochs", "device", "dtype", "threads")
 # What a saved student depends on: a resumed run must agree on these.
-STUDENT_KEYS = ("dataset", "query_dataset", "n_train", "act", "r", "rho", "seed", "init", "batch_size", "lr",
-                "patience", "dtype", "teacher", "teacher_epochs", "data_source")
+STUDENT_KEYS = ("dataset", "queries", "query_dataset", "n_train", "act", "r", "rho", "seed", "init", "batch_size", "lr",
+                "patience", "dtype", "teacher", "teacher_epochs", "data_source", "backend", "query_mix")
 # What the reconstruction depends on beyond the students.
-RECON_KEYS = ("n_students", "max_epochs", "gamma", "beta", "mask", "finetune_epochs", "reexpand")
+RECON_KEYS = ("n_students", "max_epochs", "optim_steps", "gamma", "beta", "mask", "finetune_epochs", "finetune_steps",
+              "reexpand")
 
 
 def _estimator(p: dict, teacher_widths, progress, retrain_dir: Path) -> ExpandAndCluster:
-    """The torch estimator of ``ec mnist``: layer by layer (with ``--reexpand``) for deep teachers."""
+    """The estimator of ``ec mnist``: layer by layer (with ``--reexpand``) for deep teachers."""
     widths = tuple(int(round(p["rho"] * r)) for r in teacher_widths)
+    backend = student_backend(p)
+    finetune_progress = lambda d: _emit(progress, Event.EPOCH, phase="finetune", **d)  # noqa: E731
+    if backend == "gn":
+        budget, finetune_budget = gn_budget(p["optim_steps"], p["optim_time"]), gn_budget(p["finetune_steps"], math.inf)
+        options = {"progress": _step_events(finetune_progress, p["finetune_steps"])}
+    else:
+        budget, finetune_budget = epoch_budget(p["max_epochs"]), epoch_budget(p["finetune_epochs"])
+        options = _trainer_options(p, finetune_progress)
     options = dict(
-        n_students=p["n_students"], gamma=p["gamma"], beta=p["beta"], activation=p["act"], backend="torch",
-        budget=epoch_budget(p["max_epochs"]), finetune_budget=epoch_budget(p["finetune_epochs"]),
-        seed=p["seed"], n_jobs=1, progress=progress,
-        backend_options=_trainer_options(p, lambda d: _emit(progress, Event.EPOCH, phase="finetune", **d)),
-        retrain_dir=retrain_dir,
+        n_students=p["n_students"], gamma=p["gamma"], beta=p["beta"], activation=p["act"], backend=backend,
+        budget=budget, finetune_budget=finetune_budget, seed=p["seed"], n_jobs=1, progress=progress,
+        backend_options=options, retrain_dir=retrain_dir,
     )
     if len(widths) > 1:
         return LayerwiseExpandAndCluster(widths, reexpand=p["reexpand"], **options)
     return ExpandAndCluster(widths, **options)
+
+
+def gn_budget(steps: int, seconds: float) -> Budget:
+    """A gn budget: Levenberg-Marquardt steps (binding, so a seed gives the same bits) and a
+    CPU-time cap; no gradient-flow phase."""
+    return Budget(ode_steps=0, ode_time=0.0, optim_steps=int(steps), optim_time=float(seconds))
+
+
+def _step_events(emit, total: int):
+    """gn progress dicts as the epoch events the progress bar draws."""
+    return lambda d: emit({"epoch": d["step"], "max_epochs": total, "loss": d["loss"], "best": d["loss"],
+                           "active": 1})
 
 
 def epoch_budget(max_epochs: int) -> Budget:
@@ -270,16 +325,24 @@ def run_mnist(config=None, progress: Progress | None = None, **values) -> dict:
     data = load_dataset(p["dataset"], data_dir, p["download"])
     announce_source(progress, data, data_dir)
     query_name = p["query_dataset"] or p["dataset"]
-    if query_name == p["dataset"]:
-        query = data.subset(p["n_train"], seed=p["seed"])
+    if p["query_dataset"]:
+        items = [(p["query_dataset"], p["n_train"] or None)]
+    elif p["queries"] == "auto":
+        items = resolve_auto(p["dataset"], p["n_train"])
     else:
-        query = load_dataset(query_name, data_dir, p["download"], n_train=p["n_train"], seed=p["seed"])
-        announce_source(progress, query, data_dir)
+        items = parse_queries(p["queries"])
+    query = data if query_name == p["dataset"] else load_dataset(query_name, data_dir, p["download"], n_train=1)
     if query.d_in != data.d_in:
         raise ConfigError(f"--query-dataset={query_name!r} has {query.d_in} inputs per image, "
                           f"the {p['dataset']!r} teacher takes {data.d_in}")
+    try:
+        mix = query_mix(items, data, p["seed"], data_dir, p["download"])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    _emit(progress, Event.MESSAGE, text=f"queries: {mix.describe()}")
     rd = RunDir(p["out"] or default_run_dir(p))
-    config_json = {**p, "r": list(p["r"]), "data_source": data.source, "query_source": query.source}
+    config_json = {**p, "r": list(p["r"]), "data_source": data.source, "query_source": query.source,
+                   "query_mix": mix.spec, "backend": student_backend(p)}
     resumed = rd.init(config_json, STUDENT_KEYS, write=False)  # config.json once the students are checked
     _emit(progress, Event.MESSAGE, text=f"{'resuming' if resumed else 'new'} run in {rd.path}")
 
@@ -300,7 +363,7 @@ def run_mnist(config=None, progress: Progress | None = None, **values) -> dict:
                                      f"test accuracy {teacher.test_accuracy:.4f}")
 
     # 2. queries
-    X, y = query.X_train, teacher.predict(query.X_train)
+    X, y = mix.X, teacher.predict(mix.X)
     X_test, y_test = query.X_test, teacher.predict(query.X_test)
     rd.check_students(_student_problem(teacher, X, y, p), trusted=resumed)
     rd.write_config(config_json)
@@ -329,6 +392,10 @@ def run_mnist(config=None, progress: Progress | None = None, **values) -> dict:
                                   data if query_name == p["dataset"] else None)
     cross = cross_dataset_metrics(est.spec_, est.params_, teacher, _eval_names(p, data, query_name), data_dir,
                                   p["download"], progress)
+    coverage, rank = neuron_coverage(*teacher.spec.unpack(teacher.params)[0], X, seed=p["seed"])
+    matched = {row["teacher"] for row in rows if row.get("layer", 0) == 0}
+    for c in coverage:
+        c["found"] = c["neuron"] in matched
     report = {
         "command": "mnist",
         "run_dir": str(rd.path),
@@ -337,10 +404,14 @@ def run_mnist(config=None, progress: Progress | None = None, **values) -> dict:
         "query_dataset": query_name,
         "data_source": data.source,
         "query_source": query.source,
+        "queries": mix.spec,
+        "query_parts": [{"source": n, "count": c, "what": w} for n, c, w in mix.parts],
         "n_queries": int(len(X)),
+        "backend": student_backend(p),
         "teacher": teacher.info(),
         "table1": table1,
         "cross_dataset": cross,
+        "coverage": {"rank": rank, "neurons": coverage},
         "students": _student_summary(students, X_test, y_test),
         "mask": {"method": p["mask"], "kept": int(mask.sum()), "d_in": int(mask.size)},
         "reconstruction": est.report_,
@@ -398,27 +469,38 @@ def _trainer_options(p: dict, progress) -> dict:
 
 
 def _students(rd, est, p: dict, X: Array, y: Array, progress) -> list[TrainResult]:
-    """Saved students that finished within this budget, plus the others trained (resumed from
-    their batch checkpoint when one exists)."""
+    """Saved students that finished within this budget, plus the others trained (torch:
+    resumed from their batch checkpoint when one exists)."""
     spec = est.student_spec(X.shape[1], y.shape[1])
     seeds = est.student_seeds()
+    backend = student_backend(p)
+    steps = p["optim_steps"] if backend == "gn" else p["max_epochs"]
     done = rd.load_students(len(seeds), spec, seeds, on_skip=lambda i, path, why: _emit(
         progress, "message", text=f"{path} is {why}: student {i} is trained again"))
     finished = {i: s for i, s in done.items()
-                if not s.failed and (s.stop_reason != "budget" or s.phases[0].steps >= p["max_epochs"])}
+                if not s.failed and (s.stop_reason != "budget" or s.phases[0].steps >= steps)}
     todo = [i for i in range(len(seeds)) if i not in finished]
-    _emit(progress, Event.STAGE, name="students", total=p["max_epochs"], todo=len(todo), done=len(finished))
+    theta0s = [spec.init_params(seeds[i], p["init"]) for i in todo]
+
+    def save(j: int, res: TrainResult) -> None:
+        rd.save_student(todo[j], res)
+        finished[todo[j]] = res
+
+    if backend == "gn":
+        _emit(progress, Event.STAGE, name="students")
+        for j, i in enumerate(todo):
+            emit = lambda d: _emit(progress, Event.EPOCH, phase=f"student {i + 1}/{len(seeds)}", **d)  # noqa: E731
+            res = train_students(spec, X, y, [seeds[i]], backend="gn", budget=est.budget, theta0s=[theta0s[j]],
+                                 progress=_step_events(emit, steps))[0]
+            save(j, res)
+            _emit(progress, Event.STUDENT, index=i, result=res, done=len(finished), total=len(seeds), resumed=False)
+        return [finished[i] for i in range(len(seeds))]
+    _emit(progress, Event.STAGE, name="students", total=steps, todo=len(todo), done=len(finished))
     if todo:
         tag = hashlib.sha1(json.dumps([seeds[i] for i in todo]).encode()).hexdigest()[:10]
         options = _trainer_options(p, lambda d: _emit(progress, Event.EPOCH, phase="students", **d))
         options["checkpoint"] = rd.path / "students" / f"batch-{tag}.ckpt.npz"
-        theta0s = [spec.init_params(seeds[i], p["init"]) for i in todo]
-
-        def save(j: int, res: TrainResult) -> None:
-            rd.save_student(todo[j], res)
-            finished[todo[j]] = res
-
-        train_students(spec, X, y, [seeds[i] for i in todo], backend="torch", budget=epoch_budget(p["max_epochs"]),
+        train_students(spec, X, y, [seeds[i] for i in todo], backend="torch", budget=epoch_budget(steps),
                        theta0s=theta0s, on_result=save, **options)
     return [finished[i] for i in range(len(seeds))]
 

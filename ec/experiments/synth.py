@@ -54,6 +54,12 @@ def _reexpand_check(cfg: dict) -> str | None:
     return reexpand_problem(cfg["reexpand"], len(teacher_sizes(cfg)) - 2, "--layers (e.g. 8-4-2-1) or --r 4-2")
 
 
+def _backend_check(cfg: dict) -> str | None:
+    if cfg["backend"] == "gn" and len(teacher_sizes(cfg)) > 3:
+        return "--backend gn trains students with one hidden layer; a deep teacher needs flow or torch"
+    return None
+
+
 def _width_check(cfg: dict) -> str | None:
     if any(s < r for s, r in zip(student_widths(cfg), teacher_sizes(cfg)[1:-1])):
         return f"--rho={cfg['rho']}: every student width round(rho*r) must be at least r={cfg['r']}"
@@ -136,7 +142,8 @@ SYNTH = Schema(
               flag=True),
         Param("plots", bool, True, "Write the PNG figures.", flag=True),
     ),
-    cross_checks=(_layers_or_deep_r, _gamma_n_check, _width_check, _reexpand_check, _bias_at_once_check, _memory_check),
+    cross_checks=(_layers_or_deep_r, _gamma_n_check, _width_check, _reexpand_check, _bias_at_once_check, _memory_check,
+                  _backend_check),
 )
 
 # Parameters that change what a saved student is: they must match to resume a run.

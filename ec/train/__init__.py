@@ -15,6 +15,7 @@ from .base import (
 register_backend("flow", "ec.train.flow.backend:FlowTrainer")
 register_backend("torch", "ec.train.torch_backend:TorchTrainer")
 register_backend("julia", "ec.train.julia:JuliaTrainer")
+register_backend("gn", "ec.train.gauss_newton:GaussNewtonTrainer")
 
 __all__ = [
     "Budget",
