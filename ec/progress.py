@@ -10,7 +10,8 @@ callable, and :class:`ec.cli._progress.Progress` renders the events. The events 
 ``Event.STUDENT``         ``index``, ``result`` (:class:`ec.train.TrainResult`), ``done``, ``total``,
                           ``resumed`` (loaded from disk, not trained now)
 ``Event.EPOCH``           batched training: ``phase``, ``epoch``, ``max_epochs``, ``loss`` (median),
-                          ``best``, ``active`` (students still training)
+                          ``best``, ``active`` (students still training), optionally ``unit``
+                          (``"step"`` when ``epoch`` counts Gauss-Newton steps)
 ``Event.TEACHER_EPOCH``   ``epoch``, ``val_accuracy``, ``val_loss``
 ``Event.MESSAGE``         ``text``: one line for the user
 ``Event.UNIT``            grid units: ``status`` (``done``, ``failed``, ``skip``, ``redo``)

@@ -65,6 +65,17 @@ def test_students_reach_machine_precision_from_near_the_teacher(act):
     assert not res.failed and res.stop_reason in ("min_loss", "min_grad") and res.loss < 1e-24
 
 
+@pytest.mark.parametrize("act", ["tanh", "relu"])
+def test_a_run_at_round_off_stops_instead_of_spending_its_budget(act):
+    # min_loss 0 cannot be reached: the stop must come from the loss no longer falling.
+    spec, theta_t, X, y = _problem(act, d=4, r=3, k=2, n=400, seed=2)
+    theta0 = theta_t + 0.05 * np.random.default_rng(6).normal(size=theta_t.size)
+    res = train_students(spec, X, y, [0], backend="gn", theta0s=[theta0],
+                         budget=Budget(optim_steps=1000, optim_time=120, min_loss=0.0, min_grad=0.0))[0]
+    assert res.stop_reason == "converged" and res.phases[0].steps < 40  # damping alone: 50-60
+    assert res.loss <= 1e-26 * np.mean(y**2)
+
+
 def test_overparameterised_student_from_scratch_fits_and_agrees_with_flow():
     teacher, theta_t, X, y = _problem("tanh", d=3, r=2, k=1, n=300)
     student = MLPSpec((3, 4, 1), "tanh")

@@ -168,9 +168,10 @@ def test_tiny_end_to_end_run_resumes(tmp_path):
 def test_gn_students_on_generated_queries_resume_and_refuse_other_queries(tmp_path):
     out = tmp_path / "run"
     tiny = dict(dataset="digits", act="relu", r=4, rho=2, n_students=3, gamma=0.6, teacher_epochs=30, threads=1,
-                eval_datasets="none", queries="digits:600,lines:600", optim_steps=8, finetune_steps=10)
+                eval_datasets="none", queries="digits:600,lines:600", optim_steps=8, finetune_steps=10,
+                backend="gn")
     report = run_mnist(out=str(out), **tiny)
-    assert report["backend"] == "gn" and report["n_queries"] == 1200 and report["queries"] == "digits:600,lines:600"
+    assert report["backend"] == report["finetune_backend"] == "gn" and report["n_queries"] == 1200 and report["queries"] == "digits:600,lines:600"
     assert report["students"]["epochs"] == [8] * 3 and report["table1"]["r"] == 4
     stamps = {p: p.stat().st_mtime_ns for p in (out / "students").glob("0*.npz")}
     assert len(stamps) == 3
@@ -183,6 +184,8 @@ def test_gn_students_on_generated_queries_resume_and_refuse_other_queries(tmp_pa
 @pytest.mark.parametrize("values, message", [
     ({"queries": "svhn"}, "--queries='svhn': cannot parse"),
     ({"backend": "gn", "r": "8-8"}, "--backend gn trains students with one hidden layer"),
+    ({"finetune_backend": "gn", "r": "8-8"}, "--finetune-backend gn trains networks with one hidden layer"),
+    ({"backend": "auto"}, "--backend='auto' is not allowed; allowed: torch, gn"),
     ({"query_dataset": "fashion", "queries": "mnist"}, "not both"),
 ])
 def test_queries_and_backend_are_checked_before_any_work(values, message):
@@ -190,12 +193,18 @@ def test_queries_and_backend_are_checked_before_any_work(values, message):
         MNIST.resolve(values)
 
 
-def test_backend_auto_is_gn_on_a_cpu_and_torch_for_deep_teachers():
-    from ec.experiments.mnist import student_backend
+def test_students_default_to_torch_and_a_shallow_reconstruction_is_finished_by_gn(tmp_path):
+    from ec.experiments.mnist import _estimator, finetune_backend
 
-    assert student_backend(MNIST.resolve({"device": "cpu"})) == "gn"
-    assert student_backend(MNIST.resolve({"device": "cpu", "r": "8-8"})) == "torch"
-    assert student_backend(MNIST.resolve({"backend": "torch"})) == "torch"
+    p = MNIST.resolve({"device": "cpu"})
+    assert p["backend"] == "torch" and finetune_backend(p) == "gn"
+    assert finetune_backend(MNIST.resolve({"r": "8-8"})) == "torch"
+    assert finetune_backend(MNIST.resolve({"finetune_backend": "torch"})) == "torch"
+    est = _estimator(p, (16,), None, tmp_path)
+    assert est.backend == "torch" and est.finetune_backend == "gn" and set(est.finetune_options) == {"progress"}
+    assert est.finetune_budget.optim_steps == p["finetune_steps"]
+    same = _estimator(MNIST.resolve({"backend": "gn"}), (16,), None, tmp_path)
+    assert same.backend == "gn" and same.finetune_backend is None
 
 
 def test_bundled_configs_resolve_and_document_the_defaults():

@@ -135,6 +135,32 @@ def test_finetune_reaches_machine_precision_from_noisy_students():
     assert rmse(est.predict(X_test), teacher.predict(X_test)) < 1e-10
 
 
+@pytest.mark.parametrize("act", ["relu", "g"])
+def test_a_gn_finetune_takes_torch_students_clusters_to_machine_precision(act):
+    # Students as float32 Adam leaves them: every neuron a few 1e-3 off the teacher's.
+    teacher, students, _ = planted_students(act, noise=3e-3, seed=5)
+    X = uniform_inputs(600, 4, 5)
+    y = teacher.predict(X)
+    est = ExpandAndCluster((16,), n_students=10, activation=act, backend="torch", finetune_backend="gn",
+                           finetune_budget=Budget(ode_steps=0, ode_time=0, optim_steps=100, optim_time=60))
+    est.fit(X, y, students=students)
+    losses = est.report_["train_loss"]
+    assert losses["collapsed"] > 1e-8 and losses["finetuned"] < 1e-24
+    X_test = uniform_inputs(500, 4, 6)
+    assert rmse(est.predict(X_test), teacher.predict(X_test)) < 1e-10
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"finetune_backend": "adam"}, "finetune_backend='adam'; allowed: None, "),
+    ({"finetune_options": {"cg_max_iter": 5}}, "finetune_options without finetune_backend"),
+])
+def test_finetune_backend_is_checked(kwargs, message):
+    teacher, students, _ = planted_students("g", noise=1e-9)
+    X = uniform_inputs(100, 4, 1)
+    with pytest.raises(ValueError, match=message):
+        ExpandAndCluster((16,), n_students=10, **kwargs).fit(X, teacher.predict(X), students=students)
+
+
 def test_dead_neurons_are_dropped_without_changing_the_function():
     from ec.finetune import drop_dead_neurons
 

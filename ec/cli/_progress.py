@@ -31,9 +31,9 @@ class Progress:
             self.key = key
         return self.bar
 
-    def _log(self, phase, epoch, every, text):
+    def _log(self, phase, epoch, every, text, unit="epoch"):
         if self.log_lines and epoch % every == 0:
-            self.tqdm.write(f"  {phase} epoch {epoch}: {text}", file=sys.stderr)
+            self.tqdm.write(f"  {phase} {unit} {epoch}: {text}", file=sys.stderr)
 
     def close(self):
         if self.bar is not None:
@@ -62,13 +62,15 @@ class Progress:
             bar.set_postfix(val_acc=f"{info['val_accuracy']:.4f}", val_loss=f"{info['val_loss']:.3g}", refresh=False)
             self._log("teacher", info["epoch"], 10, f"validation accuracy {info['val_accuracy']:.4f}")
         elif event == Event.EPOCH:
-            bar = self._bar((info["phase"], info["max_epochs"]), info["max_epochs"], info["phase"], "ep",
-                            disable=self.log_lines)
+            unit = info.get("unit", "epoch")  # gn counts Gauss-Newton steps
+            bar = self._bar((info["phase"], info["max_epochs"]), info["max_epochs"], info["phase"],
+                            "ep" if unit == "epoch" else unit, disable=self.log_lines)
             bar.n = info["epoch"]
             bar.set_postfix(mse=f"{info['loss']:.3g}", best=f"{info['best']:.3g}", active=info["active"], refresh=False)
             bar.refresh()
             self._log(info["phase"], info["epoch"], max(1, info["max_epochs"] // 10),
-                      f"median epoch MSE {info['loss']:.3g}, best {info['best']:.3g}, {info['active']} training")
+                      f"median {unit} MSE {info['loss']:.3g}, best {info['best']:.3g}, {info['active']} training",
+                      unit)
         elif event == Event.UNIT:
             self._unit(info["status"], info.get("total"))
         elif event == Event.STAGE:

@@ -78,17 +78,22 @@ def _queries(text: str) -> str:
 def _backend_problem(cfg: dict) -> str | None:
     if cfg["backend"] == "gn" and len(cfg["r"]) > 1:
         return (f"--backend gn trains students with one hidden layer; --r {_width_label(cfg['r'])} is deep: "
-                "use --backend torch (or auto)")
+                "use --backend torch")
+    if cfg["finetune_backend"] == "gn" and len(cfg["r"]) > 1:
+        return (f"--finetune-backend gn trains networks with one hidden layer; --r {_width_label(cfg['r'])} is "
+                "deep: use --finetune-backend torch (or auto)")
     if cfg["query_dataset"] and cfg["queries"] != "auto":
         return "give --queries or its old spelling --query-dataset, not both"
     return None
 
 
-def student_backend(p: dict) -> str:
-    """The trainer ``--backend auto`` stands for here."""
-    if p["backend"] != "auto":
-        return p["backend"]
-    return "torch" if len(p["r"]) > 1 or resolve_device(p["device"]).startswith("cuda") else "gn"
+def finetune_backend(p: dict) -> str:
+    """The trainer ``--finetune-backend auto`` stands for: a float64 gn finish for one
+    hidden layer (it takes torch students' reconstructions to machine precision), torch for
+    deep teachers."""
+    if p["finetune_backend"] != "auto":
+        return p["finetune_backend"]
+    return "torch" if len(p["r"]) > 1 else "gn"
 
 
 def _positive_ints(t) -> bool:
@@ -134,16 +139,18 @@ MNIST = Schema(
         Param("n_train", int, 10000, "Images of --dataset among the queries (0: the whole training split).", ">= 0",
               lambda n: n >= 0),
         Param("mask", str, "variance", "Input mask before clustering.", ", ".join(MASK_METHODS), choices=MASK_METHODS),
-        Param("backend", str, "auto", "Student trainer: gn (float64 Gauss-Newton, one hidden layer), torch (Adam); "
-              "auto: torch on a GPU or for deep teachers, gn otherwise.", "auto, gn, torch",
+        Param("backend", str, "torch", "Student trainer: torch (Adam, batched), gn (float64 Gauss-Newton, one "
+              "hidden layer; lower loss, worse test error: docs/trainer.md).", "torch, gn", choices=("torch", "gn")),
+        Param("finetune_backend", str, "auto", "Trainer of the reconstruction's fine-tuning; auto: gn (float64, "
+              "to machine precision) for one hidden layer, torch for deep teachers.", "auto, gn, torch",
               choices=("auto", "gn", "torch")),
-        Param("optim_steps", int, 60, "gn: Gauss-Newton steps per student.", ">= 1", lambda n: n >= 1),
-        Param("optim_time", float, 900.0, "gn: CPU seconds per student at most.", "> 0", lambda x: x > 0),
-        Param("finetune_steps", int, 200, "gn: Gauss-Newton steps of the reconstruction's fine-tuning.", ">= 0",
-              lambda n: n >= 0),
-        Param("max_epochs", int, 3000, "torch: student training epochs (paper: 25000 on a GPU).", ">= 1",
+        Param("optim_steps", int, 60, "gn students: Gauss-Newton steps per student.", ">= 1", lambda n: n >= 1),
+        Param("optim_time", float, 900.0, "gn students: CPU seconds per student at most.", "> 0", lambda x: x > 0),
+        Param("finetune_steps", int, 200, "gn fine-tuning: Gauss-Newton steps (it stops earlier at machine "
+              "precision).", ">= 0", lambda n: n >= 0),
+        Param("max_epochs", int, 1000, "torch students: training epochs (paper: 25000 on a GPU).", ">= 1",
               lambda n: n >= 1),
-        Param("finetune_epochs", int, 1000, "torch: fine-tuning epochs of the reconstruction (paper: 2000).", ">= 0",
+        Param("finetune_epochs", int, 1000, "torch fine-tuning: epochs (paper: 2000).", ">= 0",
               lambda n: n >= 0),
         replace(REEXPAND, help=REEXPAND.help + " Its students train for --max-epochs."),
         TEACHER_EPOCHS,
@@ -191,28 +198,33 @@ STUDENT_KEYS = ("dataset", "queries", "query_dataset", "n_train", "act", "r", "r
                 "patience", "dtype", "teacher", "teacher_epochs", "data_source", "backend", "query_mix")
 # What the reconstruction depends on beyond the students.
 RECON_KEYS = ("n_students", "max_epochs", "optim_steps", "gamma", "beta", "mask", "finetune_epochs", "finetune_steps",
-              "reexpand")
+              "finetune_backend", "reexpand")
 
 
 def _estimator(p: dict, teacher_widths, progress, retrain_dir: Path) -> ExpandAndCluster:
     """The estimator of ``ec mnist``: layer by layer (with ``--reexpand``) for deep teachers."""
     widths = tuple(int(round(p["rho"] * r)) for r in teacher_widths)
-    backend = student_backend(p)
+    backend, finishing = p["backend"], finetune_backend(p)
     finetune_progress = lambda d: _emit(progress, Event.EPOCH, phase="finetune", **d)  # noqa: E731
-    if backend == "gn":
-        budget, finetune_budget = gn_budget(p["optim_steps"], p["optim_time"]), gn_budget(p["finetune_steps"], math.inf)
-        options = {"progress": _step_events(finetune_progress, p["finetune_steps"])}
-    else:
-        budget, finetune_budget = epoch_budget(p["max_epochs"]), epoch_budget(p["finetune_epochs"])
-        options = _trainer_options(p, finetune_progress)
+    budget = gn_budget(p["optim_steps"], p["optim_time"]) if backend == "gn" else epoch_budget(p["max_epochs"])
+    finetune_budget = (gn_budget(p["finetune_steps"], math.inf) if finishing == "gn"
+                       else epoch_budget(p["finetune_epochs"]))
     options = dict(
         n_students=p["n_students"], gamma=p["gamma"], beta=p["beta"], activation=p["act"], backend=backend,
         budget=budget, finetune_budget=finetune_budget, seed=p["seed"], n_jobs=1, progress=progress,
-        backend_options=options, retrain_dir=retrain_dir,
+        backend_options=_backend_options(backend, p, finetune_progress), retrain_dir=retrain_dir,
     )
+    if finishing != backend:
+        options.update(finetune_backend=finishing, finetune_options=_backend_options(finishing, p, finetune_progress))
     if len(widths) > 1:
         return LayerwiseExpandAndCluster(widths, reexpand=p["reexpand"], **options)
     return ExpandAndCluster(widths, **options)
+
+
+def _backend_options(backend: str, p: dict, finetune_progress) -> dict:
+    if backend == "gn":
+        return {"progress": _step_events(finetune_progress, p["finetune_steps"])}
+    return _trainer_options(p, finetune_progress)
 
 
 def gn_budget(steps: int, seconds: float) -> Budget:
@@ -224,7 +236,7 @@ def gn_budget(steps: int, seconds: float) -> Budget:
 def _step_events(emit, total: int):
     """gn progress dicts as the epoch events the progress bar draws."""
     return lambda d: emit({"epoch": d["step"], "max_epochs": total, "loss": d["loss"], "best": d["loss"],
-                           "active": 1})
+                           "active": 1, "unit": "step"})
 
 
 def epoch_budget(max_epochs: int) -> Budget:
@@ -342,7 +354,7 @@ def run_mnist(config=None, progress: Progress | None = None, **values) -> dict:
     _emit(progress, Event.MESSAGE, text=f"queries: {mix.describe()}")
     rd = RunDir(p["out"] or default_run_dir(p))
     config_json = {**p, "r": list(p["r"]), "data_source": data.source, "query_source": query.source,
-                   "query_mix": mix.spec, "backend": student_backend(p)}
+                   "query_mix": mix.spec}
     resumed = rd.init(config_json, STUDENT_KEYS, write=False)  # config.json once the students are checked
     _emit(progress, Event.MESSAGE, text=f"{'resuming' if resumed else 'new'} run in {rd.path}")
 
@@ -407,7 +419,8 @@ def run_mnist(config=None, progress: Progress | None = None, **values) -> dict:
         "queries": mix.spec,
         "query_parts": [{"source": n, "count": c, "what": w} for n, c, w in mix.parts],
         "n_queries": int(len(X)),
-        "backend": student_backend(p),
+        "backend": p["backend"],
+        "finetune_backend": finetune_backend(p),
         "teacher": teacher.info(),
         "table1": table1,
         "cross_dataset": cross,
@@ -473,7 +486,7 @@ def _students(rd, est, p: dict, X: Array, y: Array, progress) -> list[TrainResul
     resumed from their batch checkpoint when one exists)."""
     spec = est.student_spec(X.shape[1], y.shape[1])
     seeds = est.student_seeds()
-    backend = student_backend(p)
+    backend = p["backend"]
     steps = p["optim_steps"] if backend == "gn" else p["max_epochs"]
     done = rd.load_students(len(seeds), spec, seeds, on_skip=lambda i, path, why: _emit(
         progress, "message", text=f"{path} is {why}: student {i} is trained again"))

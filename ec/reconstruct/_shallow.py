@@ -59,6 +59,9 @@ class ExpandAndCluster:
         Hidden activation of students and reconstruction.
     backend : str
         Trainer backend for the students and the fine-tuning (``"flow"``, ``"torch"``, ...).
+    finetune_backend : str, optional
+        Trainer of the fine-tuning when it is not ``backend`` (e.g. torch students, a float64
+        ``"gn"`` finish); then ``finetune_options`` are its constructor's options.
     budget : Budget, optional
         Per-student training budget (default: the backend's :class:`Budget` defaults).
     finetune_budget : Budget, optional
@@ -77,6 +80,8 @@ class ExpandAndCluster:
         (``index``, ``result``, ``done``, ``total``, ``resumed``).
     backend_options : dict, optional
         Passed to the backend's constructor.
+    finetune_options : dict, optional
+        Passed to ``finetune_backend``'s constructor (only with ``finetune_backend``).
     cut : {"aligned", "size"}
         Dendrogram cut criterion (:func:`ec.cluster.cluster_neurons`): maximise the number
         of big and aligned clusters (default), or of big clusters as in the paper.
@@ -117,6 +122,8 @@ class ExpandAndCluster:
         backend_options: dict | None = None,
         cut: str = "aligned",
         retrain_dir: str | Path | None = None,
+        finetune_backend: str | None = None,
+        finetune_options: dict | None = None,
     ):
         self.student_hidden_sizes = student_hidden_sizes
         self.n_students = n_students
@@ -133,6 +140,8 @@ class ExpandAndCluster:
         self.backend_options = backend_options
         self.cut = cut
         self.retrain_dir = retrain_dir
+        self.finetune_backend = finetune_backend
+        self.finetune_options = finetune_options
 
     # -- parameters -------------------------------------------------------------------
 
@@ -172,6 +181,12 @@ class ExpandAndCluster:
             raise ValueError(f"cut={self.cut!r}; allowed: aligned, size")
         if self.backend not in backend_names():
             raise ValueError(f"backend={self.backend!r}; allowed: {', '.join(backend_names())}")
+        if self.finetune_backend is not None and self.finetune_backend not in backend_names():
+            raise ValueError(f"finetune_backend={self.finetune_backend!r}; allowed: None, "
+                             f"{', '.join(backend_names())}")
+        if self.finetune_options is not None and self.finetune_backend is None:
+            raise ValueError("finetune_options without finetune_backend; give both (or put the options in "
+                             "backend_options)")
         for name in ("budget", "finetune_budget"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), Budget):
                 raise ValueError(f"{name}={getattr(self, name)!r}; allowed: None or an ec.train.Budget")
@@ -341,7 +356,9 @@ class ExpandAndCluster:
         self.weights_ = [(W.copy(), b.copy()) for W, b in spec.unpack(theta)]
 
     def _finetune(self, spec: MLPSpec, X: Array, y: Array, theta: Array, budget: Budget, trainable):
-        return finetune(spec, X, y, theta, budget, trainable, self.backend, self.seed, self.backend_options)
+        if self.finetune_backend is None:
+            return finetune(spec, X, y, theta, budget, trainable, self.backend, self.seed, self.backend_options)
+        return finetune(spec, X, y, theta, budget, trainable, self.finetune_backend, self.seed, self.finetune_options)
 
     # -- use ----------------------------------------------------------------------------
 

@@ -33,6 +33,10 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 # Damping beyond which no step can lower the loss any more: the solver has converged.
 MAX_DAMPING = 1e12
 MIN_DAMPING = 1e-15
+# Relative RMSE (to the targets' RMS) below which the loss is float64 round-off: once there,
+# a run of steps that no longer halve the loss means the quadratic convergence has ended.
+PRECISION_RMSE = 1e-12
+STALL_STEPS = 5
 # A feature whose spread over the queries is below this fraction of the largest is constant.
 CONSTANT_TOL = 1e-9
 
@@ -143,6 +147,7 @@ class _Problem:
         self.mean = X[:, self.varying].mean(axis=0) if all_free else np.zeros(int(self.varying.sum()))
         self.X1 = np.hstack([X[:, self.varying] - self.mean, np.ones((len(X), 1))])
         self.y = y
+        self.round_off = PRECISION_RMSE**2 * float(np.mean(y**2))
         self.N, self.r, self.k = len(X), W.shape[0], A.shape[0]
         self.d1 = self.X1.shape[1]
         bias = b + W_const @ self.constant + W[:, self.varying] @ self.mean
@@ -217,6 +222,7 @@ class _Problem:
         best = (f, u, g)
         curve = [(now() - t0, 2 * f * self.scale)]
         lam, steps, reason = trainer.damping, 0, "budget"
+        stalled = 0
         while True:
             loss, grad_inf = 2 * best[0] * self.scale, float(np.abs(best[2]).max()) * 2 * self.scale
             if loss <= budget.min_loss:
@@ -227,18 +233,21 @@ class _Problem:
                 break
             if steps >= budget.optim_steps or now() - t0 >= budget.optim_time:
                 break
-            if lam > MAX_DAMPING:
+            if lam > MAX_DAMPING or stalled >= STALL_STEPS:
                 reason = "converged"
                 break
             step, predicted, n_cg = self._step(u, H, D, g, lam, trainer.cg_max_iter)
             f_new, H_new, D_new, R_new = self.evaluate(u + step)
             ratio = (f - f_new) / predicted if predicted > 0 else -1.0
+            loss_before = 2 * f * self.scale
             if np.isfinite(f_new) and f_new < f:
                 u, f, H, D, R = u + step, f_new, H_new, D_new, R_new
                 g = self.gradient(u, H, D, R)
                 if f < best[0]:
                     best = (f, u, g)
             lam = max(MIN_DAMPING, lam * (0.1 if ratio > 0.75 else 1.0 if ratio > 0.25 else 4.0))
+            at_round_off = 2 * f * self.scale <= self.round_off
+            stalled = stalled + 1 if at_round_off and 2 * f * self.scale > 0.5 * loss_before else 0
             steps += 1
             curve.append((now() - t0, 2 * f * self.scale))
             if trainer.progress is not None:
