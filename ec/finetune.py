@@ -22,6 +22,11 @@ FINETUNE_BUDGET = Budget(ode_steps=500, ode_time=30.0, optim_steps=2000, optim_t
 # A neuron whose contribution to the next layer varies less than this fraction of the
 # layer's largest contribution is a bias (the tolerance of ec.cluster.prune_inactive).
 FOLD_TOL = 1e-4
+# Conjugate-gradient iterations per gn step when it finishes a reconstruction (the trainer's
+# default, 20, is for students far from a minimum): near one, truncated steps converge only
+# linearly on smooth activations (g on MNIST: MSE 1e-8 after 200 steps with 20, round-off
+# after 50 with 150; relu reaches round-off with either, docs/trainer.md).
+GN_FINISH_CG_ITER = 150
 
 
 def bias_mask(spec: MLPSpec) -> Array:
@@ -44,9 +49,12 @@ def finetune(spec: MLPSpec, X: Array, y: Array, theta: Array, budget: Budget, tr
         The training MSE of the returned parameters.
     """
     before = mse(spec, theta, X, y)
+    options = dict(backend_options or {})
+    if backend == "gn":
+        options.setdefault("cg_max_iter", GN_FINISH_CG_ITER)
     res = train_students(
         spec, X, y, [int(seed)], backend=backend, budget=budget, n_jobs=1,
-        theta0s=[theta], trainable=trainable, **(backend_options or {}),
+        theta0s=[theta], trainable=trainable, **options,
     )[0]
     if res.failed or not res.loss < before:
         return theta, before

@@ -150,6 +150,23 @@ def test_a_gn_finetune_takes_torch_students_clusters_to_machine_precision(act):
     assert rmse(est.predict(X_test), teacher.predict(X_test)) < 1e-10
 
 
+def test_a_gn_finish_solves_each_step_further_than_a_gn_student_unless_told(monkeypatch):
+    import ec.finetune as ft
+
+    seen = []
+    monkeypatch.setattr(ft, "train_students", lambda *a, **kw: seen.append(kw) or [
+        TrainResult(a[0], kw["theta0s"][0], 1.0, 0.0, "budget", failed=True)])
+    spec = MLPSpec((2, 2, 1), "g")
+    X, theta = uniform_inputs(50, 2, 0), spec.init_params(0)
+    y = spec.forward(theta, X)
+    for options, expected in ((None, ft.GN_FINISH_CG_ITER), ({"cg_max_iter": 7}, 7)):
+        ft.finetune(spec, X, y, theta, NO_FINETUNE, None, "gn", 0, options)
+        assert seen[-1]["cg_max_iter"] == expected
+    ft.finetune(spec, X, y, theta, NO_FINETUNE, None, "flow", 0, None)
+    assert "cg_max_iter" not in seen[-1]
+    assert ft.GN_FINISH_CG_ITER > 20  # the trainer's default, for students
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"finetune_backend": "adam"}, "finetune_backend='adam'; allowed: None, "),
     ({"finetune_options": {"cg_max_iter": 5}}, "finetune_options without finetune_backend"),
