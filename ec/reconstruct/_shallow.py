@@ -357,8 +357,10 @@ class ExpandAndCluster:
 
     def _finetune(self, spec: MLPSpec, X: Array, y: Array, theta: Array, budget: Budget, trainable):
         if self.finetune_backend is None:
-            return finetune(spec, X, y, theta, budget, trainable, self.backend, self.seed, self.backend_options)
-        return finetune(spec, X, y, theta, budget, trainable, self.finetune_backend, self.seed, self.finetune_options)
+            backend, options = self.backend, self.backend_options
+        else:
+            backend, options = self.finetune_backend, self.finetune_options
+        return finetune(spec, X, y, theta, budget, trainable, backend, self.seed, options)
 
     # -- use ----------------------------------------------------------------------------
 

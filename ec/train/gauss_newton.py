@@ -239,15 +239,14 @@ class _Problem:
             step, predicted, n_cg = self._step(u, H, D, g, lam, trainer.cg_max_iter)
             f_new, H_new, D_new, R_new = self.evaluate(u + step)
             ratio = (f - f_new) / predicted if predicted > 0 else -1.0
-            loss_before = 2 * f * self.scale
+            f_before = f
             if np.isfinite(f_new) and f_new < f:
                 u, f, H, D, R = u + step, f_new, H_new, D_new, R_new
                 g = self.gradient(u, H, D, R)
                 if f < best[0]:
                     best = (f, u, g)
             lam = max(MIN_DAMPING, lam * (0.1 if ratio > 0.75 else 1.0 if ratio > 0.25 else 4.0))
-            at_round_off = 2 * f * self.scale <= self.round_off
-            stalled = stalled + 1 if at_round_off and 2 * f * self.scale > 0.5 * loss_before else 0
+            stalled = stalled + 1 if 2 * f * self.scale <= self.round_off and f > 0.5 * f_before else 0
             steps += 1
             curve.append((now() - t0, 2 * f * self.scale))
             if trainer.progress is not None:
