@@ -8,7 +8,7 @@ from ec.teachers import make_teacher
 from ec.train import Budget, Trainer, TrainResult, get_backend, register_backend, train_students
 from ec.train import base
 from ec.train.flow.backend import FlowTrainer
-from ec.train.flow.newton import trust_region_step
+from ec.train.flow.newton import choose_method, trust_region_step
 
 QUICK = Budget(ode_steps=200, ode_time=20, optim_steps=50, optim_time=10)
 
@@ -99,6 +99,26 @@ def test_bad_options_are_rejected():
         FlowTrainer(optim_method="adam")
     with pytest.raises(ValueError, match="clock='moon'"):
         FlowTrainer(clock="moon")
+
+
+def test_deep_students_finish_with_levenberg_marquardt():
+    assert choose_method(500, "auto", deep=True) == "lm" and choose_method(500, "auto") == "newton"
+    assert choose_method(2000, "auto", deep=True) == "bfgs"  # too large for a dense G as for a dense H
+    assert choose_method(500, "newton", deep=True) == "newton"
+
+
+@pytest.mark.parametrize("sizes", [(3, 2, 2, 1), (3, 3, 2, 2)], ids=["3-2-2-1", "3-3-2-2"])
+def test_levenberg_marquardt_converges_quadratically_to_zero_loss(sizes):
+    """From a perturbed teacher of the same size (a non-degenerate zero-loss minimum) LM
+    reaches float64 round-off in a few steps: quadratic convergence, not a slow tail."""
+    teacher = make_teacher(sizes, seed=1)
+    data = teacher.dataset(1000, 10)
+    theta0 = teacher.params + 0.02 * np.random.default_rng(0).normal(size=teacher.spec.n_params)
+    res = FlowTrainer(optim_method="lm").fit(teacher.spec, data.X_train, data.y_train, theta0,
+                                             Budget(ode_steps=0, optim_steps=25, optim_time=60))
+    assert [p.name for p in res.phases] == ["lm"]
+    assert res.loss < 1e-28 and res.phases[0].steps < 25
+    assert res.loss == pytest.approx(mse(teacher.spec, res.params, data.X_train, data.y_train), rel=1e-6, abs=1e-30)
 
 
 class FailsOnMarkedStudent(FlowTrainer):

@@ -177,3 +177,38 @@ def test_deep_hessian_does_not_depend_on_the_sample_blocks(monkeypatch):
     whole = kernels.hessian(spec, theta, X, y)
     monkeypatch.setattr(_deep, "_BLOCK_BYTES", 1)  # 64 samples per block
     np.testing.assert_allclose(kernels.hessian(spec, theta, X, y), whole, rtol=1e-12, atol=1e-14 * np.abs(whole).max())
+
+
+@pytest.mark.parametrize("sizes", [SHALLOW, DEEP, (3, 4, 3, 2, 2)], ids=["shallow", "deep", "deeper"])
+@pytest.mark.parametrize("activation", ["g", "tanh", "relu"])
+def test_gauss_newton_matrix_is_jacobian_product(sizes, activation):
+    """``G = 2/(NK) J^T J`` with J from central differences of the outputs; loss and
+    gradient as loss_grad's; at zero residual G is the exact Hessian."""
+    spec, X, y, theta = problem(sizes, activation, seed=5)
+    obj = kernels.MSE(spec, X, y)
+    loss, grad, G = obj.gauss_newton(theta)
+    ref_loss, ref_grad = obj.loss_grad(theta)
+    assert loss == pytest.approx(ref_loss, rel=1e-13)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-11, atol=1e-14)
+    J = central_diff(lambda t: spec.forward(t, X).ravel(), theta).T
+    np.testing.assert_allclose(G, 2.0 / J.shape[0] * J.T @ J, rtol=1e-6, atol=1e-8 * np.abs(G).max())
+    np.testing.assert_array_equal(G, G.T)
+    exact = kernels.MSE(spec, X, spec.forward(theta, X))
+    np.testing.assert_allclose(exact.gauss_newton(theta)[2], exact.hessian(theta), rtol=1e-10,
+                               atol=1e-13 * np.abs(G).max())
+
+
+def test_gauss_newton_does_not_depend_on_the_sample_blocks(monkeypatch):
+    spec, X, y, theta = problem((3, 5, 4, 2), "g", seed=6, n=300)
+    whole = kernels.MSE(spec, X, y).gauss_newton(theta)
+    monkeypatch.setattr(_deep, "_BLOCK_BYTES", 1)  # 16 samples per block
+    blocks = kernels.MSE(spec, X, y).gauss_newton(theta)
+    assert blocks[0] == pytest.approx(whole[0], rel=1e-13)
+    np.testing.assert_allclose(blocks[2], whole[2], rtol=1e-12, atol=1e-14 * np.abs(whole[2]).max())
+
+
+def test_gauss_newton_of_non_finite_parameters_is_nan():
+    spec, X, y, theta = problem(DEEP, "g")
+    theta[0] = np.nan
+    loss, grad, G = kernels.MSE(spec, X, y).gauss_newton(theta)
+    assert np.isnan(loss) and np.isnan(grad).all() and np.isnan(G).all()

@@ -213,17 +213,19 @@ def test_bias_filter_removes_a_mis_clustered_neuron(problem):
     X, y = data.X_train, data.y_train
     (W1, b1) = teacher.spec.unpack(teacher.params)[0]
     # A mis-clustered neuron: teacher neuron 1 (w = (3, 0, 0)) rotated by 20 degrees, as a
-    # cluster that mixes two directions would give. The students cannot use it exactly,
-    # and its bias ends up different in each of them.
+    # cluster that mixes two directions would give. The students have no use for it: those
+    # that reach zero loss route it into neurons the output ignores, and its bias drifts along
+    # that flat direction, differently in each student (spread 1e-2..1e-1), while the biases
+    # of the teacher's neurons agree to 1e-6.
     angle = math.radians(20.0)
     bogus_w, bogus_b = 3.0 * np.array([[math.cos(angle), math.sin(angle), 0.0]]), b1[1:2]
     np.testing.assert_allclose(W1[1], [3.0, 0.0, 0.0], atol=1e-12)
     fixed = [(np.vstack([W1, bogus_w]), np.append(b1, bogus_b))]
-    students, report = retrain_and_filter(_training(n_students=4), X, y, fixed, (WIDTHS[1],), 1, RETRAIN, _filter(0.1))
+    students, report = retrain_and_filter(_training(n_students=4), X, y, fixed, (WIDTHS[1],), 1, RETRAIN, _filter(0.01))
     assert report["removed"] == [2]
     assert report["rounds"] == 2
     np.testing.assert_array_equal(fixed[0][0], W1)  # the layer lost the bogus neuron only
-    assert max(report["std"]) <= 0.1
+    assert max(report["std"]) <= 0.01
     assert bias_spread(students, 0).shape == (2,)
 
 
@@ -247,9 +249,9 @@ def test_bias_filter_never_removes_a_protected_neuron(problem):
     bogus_w = 3.0 * np.array([[math.cos(math.radians(20.0)), math.sin(math.radians(20.0)), 0.0]])
     fixed = [(np.vstack([W1, bogus_w]), np.append(b1, b1[1]))]
     students, report = retrain_and_filter(_training(n_students=4), data.X_train, data.y_train, fixed,
-                                          (WIDTHS[1],), 1, RETRAIN, _filter(0.1), protected=[2])
+                                          (WIDTHS[1],), 1, RETRAIN, _filter(0.01), protected=[2])
     assert report["removed"] == [] and report["rounds"] == 1
-    assert report["std"][2] > 0.1  # it would have gone (see the test above)
+    assert report["std"][2] > 0.01  # it would have gone (see the test above)
     assert len(fixed[0][1]) == 3
 
 

@@ -15,7 +15,9 @@ Hessian of ``psi = 1/2 sum_n |f(x_n) - y_n|^2`` is a sum over samples of Kroneck
   ``sum_n g_l (x) (dh_l / dz_l') (x) x_l'`` with ``g_l`` the adjoint of ``z_l``.
 
 Each is one matrix product over the samples (BLAS), ``N P_l P_l'`` flops, the cost of
-``J^T J`` itself; no forward Jacobian of shape ``(N, m, P)`` is ever built. Blocks live in
+``J^T J`` itself; no forward Jacobian of shape ``(N, m, P)`` is ever built.
+:func:`gauss_newton` gives the Gauss-Newton part alone, ``J^T J``, from the Jacobian built
+in blocks of samples (Levenberg-Marquardt needs it, not the indefinite rest). Blocks live in
 an "augmented" order (``(j, a)`` with ``a = n_l`` the bias) and are permuted to
 :class:`ec.mlp.MLPSpec`'s layout (weights, then biases) once.
 """
@@ -82,6 +84,43 @@ def hessian(spec, theta: Array, X: Array, y: Array) -> Array:
     order = _spec_to_augmented(spec)
     H = H[np.ix_(order, order)]
     return (H + H.T) * (1.0 / y.size)  # H + H.T = 2 H, exactly symmetric; the loss is 2 psi / (N K)
+
+
+def gauss_newton(spec, theta: Array, X: Array, y: Array) -> tuple[float, Array, Array]:
+    """Loss, gradient and Gauss-Newton matrix ``2 / (N K) J^T J`` (``J`` the Jacobian of the
+    ``N K`` outputs), the positive semi-definite part of :func:`hessian`.
+
+    Returns
+    -------
+    loss : float
+    grad : ndarray of float64, shape (n_params,)
+    G : ndarray of float64, shape (n_params, n_params)
+    """
+    P, layers = spec.n_params, spec.unpack(theta)
+    K = spec.d_out
+    G, grad, sse = np.zeros((P, P)), np.zeros(P), 0.0
+    rows = max(16, _BLOCK_BYTES // (8 * P * K))
+    offsets = spec.offsets()
+    for start in range(0, len(X), rows):
+        Xb, yb = X[start : start + rows], y[start : start + rows]
+        zs, hs, dfs, _ = _forward(spec, layers, Xb)
+        B = len(Xb)
+        r = (zs[-1] - yb).ravel()  # (B K,), sample-major like J's rows
+        J = np.empty((B, K, P))
+        g = np.broadcast_to(np.eye(K), (B, K, K))  # adjoint of z_L for each output k
+        for l in range(len(layers) - 1, -1, -1):
+            w0, b0, end = offsets[l]
+            J[:, :, w0:b0] = (g[:, :, :, None] * hs[l][:, None, None, :]).reshape(B, K, -1)
+            J[:, :, b0:end] = g
+            if l > 0:
+                g = (g @ layers[l][0]) * dfs[l - 1][:, None, :]
+        J = J.reshape(B * K, P)
+        G += J.T @ J
+        grad += J.T @ r
+        sse += float(r @ r)
+    scale = 2.0 / (len(X) * K)
+    G *= scale
+    return sse / (len(X) * K), grad * scale, (G + G.T) * 0.5
 
 
 def _spec_to_augmented(spec) -> Array:

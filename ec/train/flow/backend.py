@@ -18,7 +18,7 @@ Array = np.ndarray
 _FINAL = ("min_loss", "min_grad")
 # Phases that hold dense n_free x n_free matrices, and how many of them at once (the matrix,
 # its factorisation or eigendecomposition, and work copies).
-DENSE_METHODS = ("exp-euler", "newton", "bfgs", "BDF", "Radau", "LSODA")
+DENSE_METHODS = ("exp-euler", "newton", "lm", "bfgs", "BDF", "Radau", "LSODA")
 DENSE_COPIES = 4
 
 
@@ -35,9 +35,11 @@ class FlowTrainer(SequentialFitMany):
     exp_euler_max_params : int
     rtol, atol : float
         Local error tolerances of phase 1.
-    optim_method : {"auto", "newton", "bfgs", "lbfgs"}
-        Phase 2; ``"auto"`` takes Newton trust region with the exact Hessian up to
-        ``newton_max_params`` free parameters, BFGS above, L-BFGS above ``bfgs_max_params``.
+    optim_method : {"auto", "newton", "lm", "bfgs", "lbfgs"}
+        Phase 2; ``"auto"`` takes Newton trust region with the exact Hessian (for networks
+        with several hidden layers Levenberg-Marquardt with the exact Gauss-Newton matrix,
+        ``"lm"``) up to ``newton_max_params`` free parameters, BFGS above, L-BFGS above
+        ``bfgs_max_params``.
     newton_max_params, bfgs_max_params : int
     clock : {"wall", "cpu"}
         What the budget's seconds measure: wall-clock time, or this process's CPU time
@@ -123,7 +125,8 @@ class FlowTrainer(SequentialFitMany):
         """
         budget = budget or Budget()
         n_free = spec.n_params if trainable is None else int(np.count_nonzero(trainable))
-        self._check_memory(n_free, budget)
+        deep = len(spec.hidden_sizes) > 1
+        self._check_memory(n_free, budget, deep)
         _warm_up(spec, X, y)
         obj = Objective(MSE(spec, X, y), theta0, trainable, budget, self.clock)
         log = _PhaseLog(obj)
@@ -137,7 +140,7 @@ class FlowTrainer(SequentialFitMany):
 
             reason = self._in_rounds(obj, log, method, flow, budget.ode_steps, budget.ode_time, reducible)
         if reason not in _FINAL and budget.optim_steps > 0 and budget.optim_time > 0:
-            method = choose_method(obj.n_free, self.optim_method, self.newton_max_params, self.bfgs_max_params)
+            method = choose_method(obj.n_free, self.optim_method, self.newton_max_params, self.bfgs_max_params, deep)
 
             def optimise(u, steps, seconds):
                 return second_order(obj, u, steps, seconds, method)
@@ -160,7 +163,7 @@ class FlowTrainer(SequentialFitMany):
             backend=self.name,
         )
 
-    def _check_memory(self, n_free: int, budget: Budget) -> None:
+    def _check_memory(self, n_free: int, budget: Budget, deep: bool) -> None:
         """Refuse up front a student whose dense phases (exact Hessian, BFGS, implicit ODE:
         n_free^2 floats, with their factorisations about four such matrices) do not fit in
         the memory available, instead of being killed by the kernel midway."""
@@ -168,7 +171,7 @@ class FlowTrainer(SequentialFitMany):
         if budget.ode_steps > 0 and budget.ode_time > 0:
             dense.append(choose_ode_method(n_free, self.ode_method, self.exp_euler_max_params))
         if budget.optim_steps > 0 and budget.optim_time > 0:
-            dense.append(choose_method(n_free, self.optim_method, self.newton_max_params, self.bfgs_max_params))
+            dense.append(choose_method(n_free, self.optim_method, self.newton_max_params, self.bfgs_max_params, deep))
         dense = [m for m in dense if m in DENSE_METHODS]
         need, free = DENSE_COPIES * 8 * n_free**2, available_memory()
         if dense and free is not None and need > free:

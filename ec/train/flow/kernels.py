@@ -6,7 +6,8 @@ outputs (the mean over all elements, as :func:`ec.mlp.mse`). Its Hessian is exac
 ``H = 2 / (N K) * (J^T J + sum_{n,k} r_nk * d2 f_k(x_n) / d theta^2)``,
 
 the Gauss-Newton part ``J^T J`` (``J`` the Jacobian of the outputs) plus the
-residual-weighted second derivatives of the network. Networks with one hidden layer (the
+residual-weighted second derivatives of the network; :meth:`MSE.gauss_newton` gives the
+first part alone (any depth). Networks with one hidden layer (the
 paper's students) use fused numba kernels (:mod:`ec.train.flow._shallow`); deeper ones
 assemble the Hessian from Kronecker-structured blocks with BLAS (:mod:`ec.train.flow._deep`).
 
@@ -67,6 +68,16 @@ class MSE:
         if self.shallow:
             return _shallow.hessian(self.spec, theta, self.data)
         return _deep.hessian(self.spec, theta, self.X, self.y)
+
+
+    def gauss_newton(self, theta: Array) -> tuple[float, Array, Array]:
+        """``(loss, grad, G)`` with ``G = 2 / (N K) J^T J``, shape ``(n_params, n_params)``,
+        the Hessian without its residual-weighted (indefinite) part."""
+        theta = _theta(self.spec, theta)
+        if not np.isfinite(theta).all():
+            n = self.spec.n_params
+            return np.nan, np.full(n, np.nan), np.full((n, n), np.nan)
+        return _deep.gauss_newton(self.spec, theta, self.X, self.y)
 
 
 def _theta(spec, theta):

@@ -6,7 +6,11 @@ Small networks get Newton's method in a trust region with the exact Hessian
 overparameterised student has near its zero-loss manifold, are handled; a rejected step costs
 one gradient, not a new Hessian. Each accepted step is extended (2x, 4x, ...) while the loss
 keeps falling, which helps along the degenerate directions of the zero-loss manifold, where
-Newton's step is a constant factor too short. Large networks, where a dense Hessian costs too much, get
+Newton's step is a constant factor too short. Deep networks get Levenberg-Marquardt
+(:func:`_levenberg_marquardt`) on the exact Gauss-Newton matrix ``J^T J`` instead: their
+students sit among saddles whose negative curvature comes from the residual term of the
+Hessian, and Newton spends its steps on it, while the Gauss-Newton model aims at zero
+residual directly (docs/deep.md). Large networks, where a dense matrix costs too much, get
 scipy's BFGS or L-BFGS.
 """
 
@@ -18,19 +22,26 @@ from scipy.optimize import minimize
 from .objective import Objective, Stop
 
 Array = np.ndarray
-METHODS = ("auto", "newton", "bfgs", "lbfgs")
+METHODS = ("auto", "newton", "lm", "bfgs", "lbfgs")
 _SCIPY = {"bfgs": "BFGS", "lbfgs": "L-BFGS-B"}
 _ETA = 1e-4  # accept a step when actual / predicted decrease exceeds this
+# Levenberg-Marquardt damping, relative to the largest eigenvalue of J^T J: the first value,
+# and the value beyond which no step lowers the loss in float64 (converged).
+LM_DAMPING = 1e-3
+LM_MIN_DAMPING = 1e-15
+LM_MAX_DAMPING = 1e8
 
 
-def choose_method(n_free: int, method: str = "auto", newton_max_params: int = 1000, bfgs_max_params: int = 5000) -> str:
-    """``"newton"`` up to ``newton_max_params`` free parameters, then ``"bfgs"``, then ``"lbfgs"``."""
+def choose_method(n_free: int, method: str = "auto", newton_max_params: int = 1000, bfgs_max_params: int = 5000,
+                  deep: bool = False) -> str:
+    """Up to ``newton_max_params`` free parameters ``"newton"`` (``"lm"`` for a ``deep``
+    network), then ``"bfgs"``, then ``"lbfgs"``."""
     if method not in METHODS:
         raise ValueError(f"optim method {method!r}; allowed: {', '.join(METHODS)}")
     if method != "auto":
         return method
     if n_free <= newton_max_params:
-        return "newton"
+        return "lm" if deep else "newton"
     return "bfgs" if n_free <= bfgs_max_params else "lbfgs"
 
 
@@ -44,7 +55,7 @@ def second_order(obj: Objective, u0: Array, max_steps: int, max_time: float, met
     max_steps : int
         Iterations (Newton: accepted steps, each with a new Hessian).
     max_time : float
-    method : {"newton", "bfgs", "lbfgs"}
+    method : {"newton", "lm", "bfgs", "lbfgs"}
 
     Returns
     -------
@@ -61,6 +72,8 @@ def second_order(obj: Objective, u0: Array, max_steps: int, max_time: float, met
     try:
         if method == "newton":
             reason = _trust_newton(obj, state, max_steps)
+        elif method == "lm":
+            reason = _levenberg_marquardt(obj, state, max_steps)
         else:
             reason = _scipy(obj, state, max_steps, _SCIPY[method])
     except Stop as stop:
@@ -157,5 +170,36 @@ def _trust_newton(obj, state, max_steps, radius=1.0):
             alpha *= 2.0
         step = best * step
         u, loss, g = u + step, loss1, g1
+        state["u"], state["steps"] = u, state["steps"] + 1
+    return "budget"
+
+
+def _levenberg_marquardt(obj, state, max_steps):
+    """Levenberg-Marquardt with Nielsen's damping update, each step solved exactly in the
+    eigenbasis of the Gauss-Newton matrix (one eigendecomposition serves every damping tried;
+    a rejected step costs one gradient)."""
+    u, damping, nu = state["u"], LM_DAMPING, 2.0
+    while state["steps"] < max_steps:
+        loss, g, G = obj.gauss_newton(u)
+        lam, V = np.linalg.eigh(G)
+        lam = np.maximum(lam, 0.0)  # G is positive semi-definite; round-off is not curvature
+        gc = V.T @ g
+        scale = lam[-1] if lam[-1] > 0 else 1.0
+        while True:
+            if damping > LM_MAX_DAMPING:
+                return "converged"
+            s = -gc / (lam + damping * scale)
+            predicted = -(gc @ s + 0.5 * (lam * s) @ s)
+            if not predicted > 0:
+                return "converged"
+            step = V @ s
+            loss1, _ = obj.loss_grad(u + step)
+            rho = (loss - loss1) / predicted
+            if rho > 0:
+                damping = max(LM_MIN_DAMPING, damping * max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3))
+                nu = 2.0
+                break
+            damping, nu = damping * nu, nu * 2.0
+        u = u + step
         state["u"], state["steps"] = u, state["steps"] + 1
     return "budget"

@@ -101,6 +101,11 @@ class Objective:
         if not self.all_free:
             grad = grad[self.free]
         self.n_grad += 1
+        self._book(u, loss, grad)
+        return loss, grad
+
+    def _book(self, u: Array, loss: float, grad: Array) -> None:
+        """Keep the best point and raise :class:`Stop` when a stopping rule holds."""
         gmax = float(np.max(np.abs(grad))) if len(grad) else 0.0
         if loss < self.best_loss:
             self.best_loss, self.best_grad, self.best_u = loss, gmax, np.array(u, dtype=np.float64)
@@ -111,7 +116,16 @@ class Objective:
             raise Stop("min_grad")
         if self.now() > self.deadline:
             raise Stop("budget")
-        return loss, grad
+
+    def gauss_newton(self, u: Array) -> tuple[float, Array, Array]:
+        """``(loss, grad, G)`` in the free coordinates, ``G`` the Gauss-Newton matrix, shape
+        ``(n_free, n_free)``. May raise :class:`Stop` (as :meth:`loss_grad`)."""
+        loss, grad, G = self.mse.gauss_newton(self.theta(u))
+        self.n_hess += 1
+        if not self.all_free:
+            grad, G = grad[self.free], G[np.ix_(self.free, self.free)]
+        self._book(u, loss, grad)
+        return loss, grad, G
 
     def hessian(self, u: Array) -> Array:
         """Exact Hessian in the free coordinates, shape ``(n_free, n_free)``."""

@@ -1,0 +1,128 @@
+"""Deep students of a synthetic A.4 teacher: how low, and how fast, their loss gets with each
+second-order finish of the flow backend ("before": Newton trust region with the exact
+Hessian; "after": Levenberg-Marquardt with the exact Gauss-Newton matrix, the default for
+deep students since 2026-12-07).
+
+The same initialisations (seeds 0, 1, ...) and the same gradient-flow phase feed every
+method; budgets and times are CPU seconds of one core (``clock="cpu"``), so a loaded machine
+changes the wall time, not what a student can do. Besides the loss, each row says how
+close the student's first layer came to the teacher's (the largest, over teacher neurons,
+of the angle to the nearest student neuron) and how many student neurons lie within 1
+degree of a teacher neuron: what the layer-wise clustering needs.
+
+Writes one row per student and method to ``benchmarks/results/deep_students-<tag>.csv``
+(atomically, after each student; ``--resume`` skips the rows already there) and prints a
+summary per method: fraction below 1e-20 and 1e-14, median loss, median CPU-s.
+
+Usage::
+
+    python benchmarks/deep_students.py --layers 3-2-2-1 --rho 4 --students 10
+    python benchmarks/deep_students.py --layers 8-4-2-1 --rho 8 --students 6 --ode-cpu 30 --optim-cpu 120
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import numba
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from ec.config import parse_int_list
+from ec.io import atomic_write_text
+from ec.mlp import MLPSpec
+from ec.provenance import command_line, write_sidecar
+from ec.teachers import make_teacher
+from ec.train import Budget
+from ec.train.flow.backend import FlowTrainer
+
+RESULTS = Path(__file__).parent / "results"
+THRESHOLDS = (1e-20, 1e-14)
+METHODS = ("newton", "lm")
+
+
+def first_layer_angles(spec: MLPSpec, theta: np.ndarray, teacher) -> tuple[float, int]:
+    """Worst angle (degrees) from a teacher neuron of layer 1 to its nearest student neuron
+    (sign-agnostic, on ``[w; b]``), and the number of student neurons within 1 degree of one."""
+    def rows(s, t):
+        W, b = s.unpack(t)[0]
+        A = np.c_[W, b]
+        return A / np.linalg.norm(A, axis=1, keepdims=True)
+
+    cos = np.abs(rows(spec, theta) @ rows(teacher.spec, teacher.params).T).clip(0.0, 1.0)
+    angles = np.degrees(np.arccos(cos))  # (student, teacher)
+    return float(angles.min(axis=0).max()), int(np.sum(angles.min(axis=1) < 1.0))
+
+
+def summarise(df: pd.DataFrame) -> pd.DataFrame:
+    g = df.groupby("method", sort=False)
+    out = pd.DataFrame({"students": g.size()})
+    for t in THRESHOLDS:
+        out[f"below_{t:.0e}"] = g.loss.apply(lambda v, t=t: float(np.mean(v < t)))
+    out["median_loss"] = g.loss.median()
+    out["median_worst_angle_deg"] = g.worst_angle_deg.median()
+    out["median_cpu_s"] = g.cpu_s.median()
+    return out.reset_index()
+
+
+def main(argv=None) -> pd.DataFrame:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--layers", type=parse_int_list, default=(3, 2, 2, 1), help="teacher sizes, e.g. 8-4-2-1")
+    parser.add_argument("--rho", type=int, default=4)
+    parser.add_argument("--teacher-seed", type=int, default=0)
+    parser.add_argument("--students", type=int, default=10)
+    parser.add_argument("--n", type=int, default=30_000, help="training queries (ec synth's default)")
+    parser.add_argument("--ode-cpu", type=float, default=30.0, help="CPU-s of gradient flow (shared by the methods)")
+    parser.add_argument("--optim-cpu", type=float, default=30.0, help="CPU-s of each second-order finish")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--resume", action="store_true", help="keep rows already in the CSV")
+    args = parser.parse_args(argv)
+    methods = args.methods.split(",")
+    for m in methods:
+        if m not in METHODS:
+            parser.error(f"--methods: {m!r}; allowed: {', '.join(METHODS)}")
+
+    sizes = tuple(args.layers)
+    tag = f"{'-'.join(map(str, sizes))}-s{args.teacher_seed}-rho{args.rho}-ode{args.ode_cpu:g}-opt{args.optim_cpu:g}"
+    out = RESULTS / f"deep_students-{tag}.csv"
+    teacher = make_teacher(sizes, args.teacher_seed)
+    data = teacher.dataset(args.n, 1000)
+    spec = MLPSpec((sizes[0], *(args.rho * r for r in sizes[1:-1]), sizes[-1]), teacher.spec.activation)
+    rows = pd.read_csv(out).to_dict("records") if args.resume and out.exists() else []
+    write_sidecar(out, command=command_line(__file__, argv))
+    unbounded = 10**9
+
+    numba.set_num_threads(1)
+    with threadpool_limits(1):
+        for seed in range(args.students):
+            todo = [m for m in methods if not any(r["seed"] == seed and r["method"] == m for r in rows)]
+            if not todo:
+                continue
+            flow = FlowTrainer(clock="cpu", exp_euler_max_params=2000)
+            start = flow.fit(spec, data.X_train, data.y_train, spec.init_params(seed),
+                             Budget(ode_steps=unbounded, ode_time=args.ode_cpu, optim_steps=0))
+            for method in todo:
+                res = FlowTrainer(clock="cpu", optim_method=method).fit(
+                    spec, data.X_train, data.y_train, start.params,
+                    Budget(ode_steps=0, optim_steps=unbounded, optim_time=args.optim_cpu))
+                worst, near = first_layer_angles(spec, res.params, teacher)
+                rows.append({"teacher": "-".join(map(str, sizes)), "teacher_seed": args.teacher_seed, "rho": args.rho,
+                             "seed": seed, "method": method, "ode_loss": start.loss, "loss": res.loss,
+                             "steps": sum(p.steps for p in res.phases), "stop_reason": res.stop_reason,
+                             "cpu_s": start.seconds + res.seconds, "worst_angle_deg": worst,
+                             "neurons_within_1deg": near, "load_avg": os.getloadavg()[0]})
+                print(f"seed {seed} {method:6s}: {start.loss:.2e} -> {res.loss:.2e}, worst layer-1 angle "
+                      f"{worst:.3f} deg, {near} neurons within 1 deg", flush=True)
+            atomic_write_text(out, pd.DataFrame(rows).to_csv(index=False))
+    df = pd.DataFrame(rows)
+    print(f"teacher {tag}, students {spec.layer_sizes}, {args.ode_cpu:g} CPU-s flow + {args.optim_cpu:g} CPU-s finish")
+    print(summarise(df).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    print(f"wrote {out}")
+    return df
+
+
+if __name__ == "__main__":
+    main()
