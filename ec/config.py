@@ -249,6 +249,9 @@ class Schema:
     name: str
     params: tuple[Param, ...]
     cross_checks: tuple[Callable[[dict], str | None], ...] = field(default=())
+    # Fills defaults that depend on other parameters (left None by the Param), before the
+    # cross checks: ``derive(values) -> values``.
+    derive: Callable[[dict], dict] | None = None
 
     def __getitem__(self, name: str) -> Param:
         for p in self.params:
@@ -312,6 +315,8 @@ class Schema:
             if val is not None and canonical.get(key, key) in values:
                 values[canonical.get(key, key)] = val
         out = {p.name: p.validate(values[p.name]) for p in self.params}
+        if self.derive is not None:
+            out = self.derive(out)
         for check in self.cross_checks:
             msg = check(out)
             if msg:

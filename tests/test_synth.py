@@ -9,7 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from ec.cli import cli
-from ec.experiments.synth import SYNTH, recluster, run_synth
+import math
+import shlex
+
+from ec.experiments.synth import SYNTH, recluster, run_synth, synth_command
 
 # A 2-2-1 teacher, 8 students of width 4 on 300 queries; step budgets (not time budgets), so
 # that the result does not depend on the machine's load. A neuron needs 4 students that agree
@@ -155,3 +158,27 @@ def test_bias_at_once_is_for_deep_teachers_only():
     assert SYNTH.resolve({"layers": "3-2-2-1", "bias_at_once": True})["bias_at_once"] is True
     with pytest.raises(ConfigError, match="--bias-at-once applies to deep teachers only"):
         SYNTH.resolve({"din": "4", "r": "4", "bias_at_once": True})
+
+
+@pytest.mark.parametrize(
+    "given, gamma, beta",
+    [
+        ({}, 0.8, math.pi / 24),
+        ({"layers": "3-2-2-1"}, 0.5, [math.pi / 24, math.pi / 5]),
+        ({"din": "8", "r": "4-2-2"}, 0.5, [math.pi / 24, math.pi / 5, math.pi / 5]),
+        ({"layers": "3-2-2-1", "gamma": "0.4", "beta": "8deg"}, 0.4, math.radians(8)),
+        ({"beta": "pi/5"}, 0.8, math.pi / 5),
+    ],
+)
+def test_clustering_defaults_depend_on_depth_and_given_values_win(given, gamma, beta):
+    params = SYNTH.resolve(given)
+    assert params["gamma"] == pytest.approx(gamma) and params["beta"] == pytest.approx(beta)
+    # the recorded command line gives the same parameters back
+    again = SYNTH.resolve(dict(_options(synth_command(params, "runs/x"))))
+    assert again["gamma"] == params["gamma"] and again["beta"] == params["beta"]
+
+
+def _options(command: str):
+    words = shlex.split(command)[2:]
+    for name, value in zip(words[::2], words[1::2]):
+        yield name[2:].replace("-", "_"), value

@@ -38,6 +38,11 @@ ZERO_LOSS = 1e-14
 # A reconstruction is "recovered" at this test RMSE with the teacher's width (the paper
 # calls 1e-14 "zero loss"; issue 4 asks for 1e-10).
 EXACT_RMSE = 1e-10
+# Clustering defaults: one hidden layer as in A.6.4 (Fig. 5); deep teachers the deep gamma of
+# A.6.4 and, as for the paper's three-hidden-layer synthetic teacher, a tight first-layer beta
+# and loose upper ones (upper layers come from retrained students, which align less well).
+SHALLOW_GAMMA, SHALLOW_BETA = 0.8, math.pi / 24
+DEEP_GAMMA, DEEP_FIRST_BETA, DEEP_UPPER_BETA = 0.5, math.pi / 24, math.pi / 5
 
 
 def _gamma_n_check(cfg: dict) -> str | None:
@@ -121,8 +126,11 @@ SYNTH = Schema(
         RHO,
         replace(N_STUDENTS, default=None, help="Number of students N (default: 20 for r <= 4, else 10, and 10 for "
                 "--layers; paper A.6.4).", check=lambda n: n >= 1),
-        replace(GAMMA, help="Keep clusters with neurons of at least ceil(gamma*N) distinct students."),
-        BETA,
+        replace(GAMMA, default=None, help="Keep clusters with neurons of at least ceil(gamma*N) distinct students "
+                f"(default: {SHALLOW_GAMMA:g}; {DEEP_GAMMA:g} with --layers or a deep --r)."),
+        replace(BETA, default=None, help="Drop clusters whose median within-cluster angle exceeds beta (radians; "
+                "'pi/24' or '7.5deg' accepted; default: pi/24; with --layers or a deep --r pi/24 for the first "
+                "hidden layer and pi/5 above, or the value given for every layer)."),
         ACTIVATION,
         SEED,
         Param("student_seed", int, 0, "Student i starts from the Glorot initialisation of seed "
@@ -144,7 +152,21 @@ SYNTH = Schema(
     ),
     cross_checks=(_layers_or_deep_r, _gamma_n_check, _width_check, _reexpand_check, _bias_at_once_check, _memory_check,
                   _backend_check),
+    derive=lambda cfg: with_clustering_defaults(cfg),
 )
+
+
+def with_clustering_defaults(params: dict) -> dict:
+    """``params`` with ``gamma`` and ``beta`` filled where not given: :data:`SHALLOW_GAMMA`,
+    :data:`SHALLOW_BETA` for one hidden layer; for a deep teacher :data:`DEEP_GAMMA` and one
+    beta per hidden layer (:data:`DEEP_FIRST_BETA`, then :data:`DEEP_UPPER_BETA`)."""
+    n_hidden = len(teacher_sizes(params)) - 2
+    out = dict(params)
+    if out.get("gamma") is None:
+        out["gamma"] = DEEP_GAMMA if n_hidden > 1 else SHALLOW_GAMMA
+    if out.get("beta") is None:
+        out["beta"] = [DEEP_FIRST_BETA] + [DEEP_UPPER_BETA] * (n_hidden - 1) if n_hidden > 1 else SHALLOW_BETA
+    return out
 
 # Parameters that change what a saved student is: they must match to resume a run.
 STUDENT_KEYS = ("din", "r", "layers", "rho", "act", "seed", "student_seed", "backend", "n_train",
@@ -290,11 +312,13 @@ def synth_command(params: dict, out: str | Path) -> str:
     """The ``ec synth`` command line of a run with these resolved parameters (it resumes the
     run: finished students are reused)."""
     words = ["ec", "synth"]
+    derived = with_clustering_defaults({**params, "gamma": None, "beta": None})
+    derived = {k: derived[k] for k in ("gamma", "beta")}
     for p in SYNTH.params:
         value = params.get(p.name)
         if not p.cli or p.name == "out" or value is None:
             continue
-        default = p.validate(p.default) if p.default is not None else None
+        default = p.validate(p.default) if p.default is not None else derived.get(p.name)
         if _same(value, default):
             continue
         if p.flag:
