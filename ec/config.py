@@ -59,6 +59,17 @@ def parse_angle(value) -> float:
     return float(text)
 
 
+def parse_angles(value) -> float | tuple[float, ...]:
+    """One angle (:func:`parse_angle`), or one per hidden layer: ``"pi/24,pi/5"`` or a TOML list."""
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ValueError("an empty list of angles")
+        return tuple(parse_angle(v) for v in value)
+    if isinstance(value, str) and "," in value:
+        return tuple(parse_angle(v) for v in value.split(","))
+    return parse_angle(value)
+
+
 def parse_int_list(value) -> tuple[int, ...]:
     """``"8-4-2-1"``, ``"8x4x2x1"``, ``"2,4,8"``, ``"2 4 8"`` or a TOML list of ints.
 

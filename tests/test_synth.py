@@ -12,6 +12,7 @@ from ec.cli import cli
 import math
 import shlex
 
+from ec.config import ConfigError
 from ec.experiments.synth import SYNTH, recluster, run_synth, synth_command
 
 # A 2-2-1 teacher, 8 students of width 4 on 300 queries; step budgets (not time budgets), so
@@ -164,8 +165,9 @@ def test_bias_at_once_is_for_deep_teachers_only():
     "given, gamma, beta",
     [
         ({}, 0.8, math.pi / 24),
-        ({"layers": "3-2-2-1"}, 0.5, [math.pi / 24, math.pi / 5]),
-        ({"din": "8", "r": "4-2-2"}, 0.5, [math.pi / 24, math.pi / 5, math.pi / 5]),
+        ({"layers": "3-2-2-1"}, 0.5, (math.pi / 24, math.pi / 5)),
+        ({"din": "8", "r": "4-2-2"}, 0.5, (math.pi / 24, math.pi / 5, math.pi / 5)),
+        ({"layers": "3-2-2-1", "beta": "8deg,pi/4"}, 0.5, (math.radians(8), math.pi / 4)),
         ({"layers": "3-2-2-1", "gamma": "0.4", "beta": "8deg"}, 0.4, math.radians(8)),
         ({"beta": "pi/5"}, 0.8, math.pi / 5),
     ],
@@ -182,3 +184,13 @@ def _options(command: str):
     words = shlex.split(command)[2:]
     for name, value in zip(words[::2], words[1::2]):
         yield name[2:].replace("-", "_"), value
+
+
+@pytest.mark.parametrize("given, match", [
+    ({"layers": "3-2-2-1", "beta": "pi/24,pi/5,pi/5"}, "3 values for 2 hidden layer"),
+    ({"beta": "pi/24,pi/5"}, "2 values for 1 hidden layer"),
+    ({"layers": "3-2-2-1", "beta": "pi/24,4"}, "0 < beta <= pi"),
+])
+def test_bad_per_layer_beta_is_refused(given, match):
+    with pytest.raises(ConfigError, match=match):
+        SYNTH.resolve(given)

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..cluster import LayerClusters
 from ..config import ACTIVATION, BACKEND, BETA, GAMMA, JOBS, N_STUDENTS, OUT, RHO, SEED, ConfigError, Param, Schema
-from ..config import REEXPAND, gamma_n_problem, parse_int_list, reexpand_problem
+from ..config import REEXPAND, gamma_n_problem, parse_angles, parse_int_list, reexpand_problem
 from ..finetune import FINETUNE_BUDGET
 from ..io import atomic_write_json, available_memory
 from ..metrics import compare
@@ -62,6 +62,14 @@ def _reexpand_check(cfg: dict) -> str | None:
 def _backend_check(cfg: dict) -> str | None:
     if cfg["backend"] == "gn" and len(teacher_sizes(cfg)) > 3:
         return "--backend gn trains students with one hidden layer; a deep teacher needs flow or torch"
+    return None
+
+
+def _beta_layers_check(cfg: dict) -> str | None:
+    n_hidden = len(teacher_sizes(cfg)) - 2
+    if isinstance(cfg["beta"], tuple) and len(cfg["beta"]) != n_hidden:
+        return (f"--beta has {len(cfg['beta'])} values for {n_hidden} hidden layer(s): give one value, or one per "
+                "hidden layer (e.g. pi/24,pi/5)")
     return None
 
 
@@ -128,9 +136,12 @@ SYNTH = Schema(
                 "--layers; paper A.6.4).", check=lambda n: n >= 1),
         replace(GAMMA, default=None, help="Keep clusters with neurons of at least ceil(gamma*N) distinct students "
                 f"(default: {SHALLOW_GAMMA:g}; {DEEP_GAMMA:g} with --layers or a deep --r)."),
-        replace(BETA, default=None, help="Drop clusters whose median within-cluster angle exceeds beta (radians; "
-                "'pi/24' or '7.5deg' accepted; default: pi/24; with --layers or a deep --r pi/24 for the first "
-                "hidden layer and pi/5 above, or the value given for every layer)."),
+        replace(BETA, parse=parse_angles, default=None,
+                help="Drop clusters whose median within-cluster angle exceeds beta (radians; 'pi/24' or '7.5deg' "
+                "accepted; one per hidden layer as 'pi/24,pi/5'; default: pi/24; with --layers or a deep --r "
+                "pi/24 for the first hidden layer and pi/5 above).",
+                allowed="0 < beta <= pi, one value or one per hidden layer",
+                check=lambda b: all(0 < v <= math.pi for v in np.atleast_1d(b)), metavar="ANGLE[,ANGLE...]"),
         ACTIVATION,
         SEED,
         Param("student_seed", int, 0, "Student i starts from the Glorot initialisation of seed "
@@ -150,7 +161,7 @@ SYNTH = Schema(
               flag=True),
         Param("plots", bool, True, "Write the PNG figures.", flag=True),
     ),
-    cross_checks=(_layers_or_deep_r, _gamma_n_check, _width_check, _reexpand_check, _bias_at_once_check, _memory_check,
+    cross_checks=(_layers_or_deep_r, _gamma_n_check, _beta_layers_check, _width_check, _reexpand_check, _bias_at_once_check, _memory_check,
                   _backend_check),
     derive=lambda cfg: with_clustering_defaults(cfg),
 )
@@ -165,7 +176,7 @@ def with_clustering_defaults(params: dict) -> dict:
     if out.get("gamma") is None:
         out["gamma"] = DEEP_GAMMA if n_hidden > 1 else SHALLOW_GAMMA
     if out.get("beta") is None:
-        out["beta"] = [DEEP_FIRST_BETA] + [DEEP_UPPER_BETA] * (n_hidden - 1) if n_hidden > 1 else SHALLOW_BETA
+        out["beta"] = (DEEP_FIRST_BETA, *[DEEP_UPPER_BETA] * (n_hidden - 1)) if n_hidden > 1 else SHALLOW_BETA
     return out
 
 # Parameters that change what a saved student is: they must match to resume a run.
@@ -324,7 +335,7 @@ def synth_command(params: dict, out: str | Path) -> str:
         if p.flag:
             words.append(p.option if value else "--no-" + p.name.replace("_", "-"))
         elif isinstance(value, (list, tuple)):
-            words += [p.option, "-".join(map(str, value))]
+            words += [p.option, ("," if p.name == "beta" else "-").join(map(str, value))]
         else:
             words += [p.option, repr(value) if isinstance(value, float) else str(value)]
     return shlex.join([*words, "--out", str(out)])
