@@ -136,6 +136,18 @@ def trust_region_step(lam: Array, gc: Array, radius: float) -> Array:
     return -gc / (shifted + hi)
 
 
+def _try_step(obj, u, loss, lam, V, gc, s):
+    """Evaluate the step ``V s`` of the quadratic model ``gc.s + s.(lam s)/2`` (eigenbasis):
+    ``(step, loss, grad, actual / predicted decrease)`` at ``u + step``, or None when the
+    model predicts no decrease (nothing is left to gain in float64)."""
+    predicted = -(gc @ s + 0.5 * (lam * s) @ s)
+    if not predicted > 0:
+        return None
+    step = V @ s
+    loss1, g1 = obj.loss_grad(u + step)
+    return step, loss1, g1, (loss - loss1) / predicted
+
+
 def _trust_newton(obj, state, max_steps, radius=1.0):
     u = state["u"]
     loss, g = obj.loss_grad(u)
@@ -146,12 +158,10 @@ def _trust_newton(obj, state, max_steps, radius=1.0):
             if not radius > 1e-300:
                 return "converged"
             s = trust_region_step(lam, gc, radius)
-            predicted = -(gc @ s + 0.5 * (lam * s) @ s)
-            if not predicted > 0:
+            trial = _try_step(obj, u, loss, lam, V, gc, s)
+            if trial is None:
                 return "converged"
-            step = V @ s
-            loss1, g1 = obj.loss_grad(u + step)
-            rho = (loss - loss1) / predicted
+            step, loss1, g1, rho = trial
             norm = np.linalg.norm(s)
             if rho < 0.25:
                 radius = 0.25 * norm
@@ -188,13 +198,10 @@ def _levenberg_marquardt(obj, state, max_steps):
         while True:
             if damping > LM_MAX_DAMPING:
                 return "converged"
-            s = -gc / (lam + damping * scale)
-            predicted = -(gc @ s + 0.5 * (lam * s) @ s)
-            if not predicted > 0:
+            trial = _try_step(obj, u, loss, lam, V, gc, -gc / (lam + damping * scale))
+            if trial is None:
                 return "converged"
-            step = V @ s
-            loss1, _ = obj.loss_grad(u + step)
-            rho = (loss - loss1) / predicted
+            step, _, _, rho = trial
             if rho > 0:
                 damping = max(LM_MIN_DAMPING, damping * max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3))
                 nu = 2.0
