@@ -340,7 +340,9 @@ class Schema:
         import click
 
         for p in reversed([p for p in self.params if p.cli]):
-            help_text = f"{p.help} [default: {p.default}]" + (f" ({p.allowed})" if p.allowed else "")
+            # a None default is derived from other parameters: the help text says how
+            shown = f" [default: {p.default}]" if p.default is not None else ""
+            help_text = f"{p.help}{shown}" + (f" ({p.allowed})" if p.allowed else "")
             if p.flag:
                 name = p.name.replace("_", "-")
                 func = click.option(f"--{name}/--no-{name}", p.name, default=None, help=help_text)(func)
