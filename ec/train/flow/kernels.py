@@ -69,7 +69,6 @@ class MSE:
             return _shallow.hessian(self.spec, theta, self.data)
         return _deep.hessian(self.spec, theta, self.X, self.y)
 
-
     def gauss_newton(self, theta: Array) -> tuple[float, Array, Array]:
         """``(loss, grad, G)`` with ``G = 2 / (N K) J^T J``, shape ``(n_params, n_params)``,
         the Hessian without its residual-weighted (indefinite) part."""
