@@ -1,7 +1,8 @@
 """Deep students of a synthetic A.4 teacher: how low, and how fast, their loss gets with each
-second-order finish of the flow backend ("before": Newton trust region with the exact
-Hessian; "after": Levenberg-Marquardt with the exact Gauss-Newton matrix, the default for
-deep students since 2026-12-07).
+second-order finish of the flow backend: ``newton`` (trust region with the exact Hessian),
+``lm`` (Levenberg-Marquardt with the exact Gauss-Newton matrix, the default for deep students
+since 2026-12-07) and ``lm+reduce`` (the same with the symmetry reduction of deep students,
+``reduce_deep``, the default since 2026-12-07, session 9).
 
 The same initialisations (seeds 0, 1, ...) and the same gradient-flow phase feed every
 method; budgets and times are CPU seconds of one core (``clock="cpu"``), so a loaded machine
@@ -41,7 +42,7 @@ from ec.train.flow.backend import FlowTrainer
 
 RESULTS = Path(__file__).parent / "results"
 THRESHOLDS = (1e-20, 1e-14)
-METHODS = ("newton", "lm")
+METHODS = ("newton", "lm", "lm+reduce")
 
 
 def first_layer_angles(spec: MLPSpec, theta: np.ndarray, teacher) -> tuple[float, int]:
@@ -101,11 +102,12 @@ def main(argv=None) -> pd.DataFrame:
             todo = [m for m in methods if not any(r["seed"] == seed and r["method"] == m for r in rows)]
             if not todo:
                 continue
-            flow = FlowTrainer(clock="cpu", exp_euler_max_params=2000)
+            flow = FlowTrainer(clock="cpu", exp_euler_max_params=2000, reduce_deep=False)
             start = flow.fit(spec, data.X_train, data.y_train, spec.init_params(seed),
                              Budget(ode_steps=unbounded, ode_time=args.ode_cpu, optim_steps=0))
             for method in todo:
-                res = FlowTrainer(clock="cpu", optim_method=method).fit(
+                optim_method, _, reduce = method.partition("+")
+                res = FlowTrainer(clock="cpu", optim_method=optim_method, reduce_deep=reduce == "reduce").fit(
                     spec, data.X_train, data.y_train, start.params,
                     Budget(ode_steps=0, optim_steps=unbounded, optim_time=args.optim_cpu))
                 worst, near = first_layer_angles(spec, res.params, teacher)

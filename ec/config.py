@@ -160,6 +160,8 @@ class Param:
     type : str, optional
         The type a config file must give (``"int"``, ``"float"``, ``"bool"``, ``"str"``) when
         ``parse`` is a parser of its own (default: taken from ``parse``, see :attr:`kind`).
+    infinite : bool
+        Infinity is a value (``inf`` on the command line and in TOML); NaN never is.
     """
 
     name: str
@@ -174,6 +176,7 @@ class Param:
     metavar: str | None = None
     aliases: tuple[str, ...] = ()
     type: str | None = None
+    infinite: bool = False
 
     @property
     def option(self) -> str:
@@ -231,7 +234,7 @@ class Param:
         except (TypeError, ValueError, ArithmeticError) as exc:
             why = {"int": "not an integer", "float": "not a number"}.get(self.kind, str(exc))
             raise ConfigError(f"{self.option}={value!r}: cannot parse ({why}); allowed: {self.allowed_text}")
-        if not _finite(value):
+        if not _finite(value) and not (self.infinite and not np.isnan(value)):
             raise ConfigError(f"{self.option}={value!r}: not a finite number; allowed: {self.allowed_text}")
         if self.choices is not None and value not in self.choices:
             raise ConfigError(f"{self.option}={value!r} is not allowed; allowed: {', '.join(map(str, self.choices))}")

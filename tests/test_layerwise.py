@@ -30,10 +30,12 @@ from ec.reconstruct import (
     stage_init,
     stage_seeds,
     sub_student,
+    voters,
 )
 from ec.mlp import MLPSpec, mse
 from ec.teachers import make_teacher
 from ec.train import Budget, TrainResult
+from ec.train.base import failed_result
 
 ACT = "g"
 # Student widths: rho = 3 in the (planted) first layer, rho = 4 in the retrained second.
@@ -320,6 +322,8 @@ def test_sub_student_and_per_layer_helpers():
     ({"fold_tol": 1.0}, "fold_tol"),
     ({"reexpand": -1}, "reexpand=-1; allowed: an int >= 0"),
     ({"reexpand": 1.5}, "reexpand"),
+    ({"loss_ratio": 0.5}, "loss_ratio=0.5; allowed: a number >= 1"),
+    ({"loss_ratio": "1e3"}, "loss_ratio"),
 ])
 def test_bad_parameters_raise(kwargs, match):
     est = LayerwiseExpandAndCluster((8, 8), **kwargs)
@@ -452,3 +456,49 @@ def test_reexpand_clusters_first_layer_free_neurons_on_the_informative_inputs():
     assert len(b) == 1 and np.allclose(W[0, :2], [1.0, 2.0]) and b[0] == 0.5
     W, b = _agreed_free_neurons(parts, ACT, LayerClustering(0.75, math.radians(5), "aligned", None))
     assert len(b) == 0
+
+
+def test_voters_are_the_students_within_loss_ratio_of_the_best_and_enough_for_gamma():
+    spec = MLPSpec((2, 3, 1), ACT)
+    losses = [1e-6, 1e-30, 2e-6, 5e-28, np.nan, 1e-6, 3e-29]
+    students = [TrainResult(spec, spec.init_params(i), loss, 0.0, "budget", seed=i) for i, loss in enumerate(losses)]
+    students.append(failed_result(spec, spec.init_params(9), 9, "flow", "diverged"))
+
+    def seeds(chosen):
+        return [s.seed for s in chosen]
+
+    assert seeds(voters(students, 1e3, 0.8)) == [1, 3, 6]  # in their order, failed and NaN left out
+    assert seeds(voters(students, math.inf, 0.8)) == [0, 1, 2, 3, 5, 6]
+    # Fewer within the ratio than a cluster of two needs (ceil(gamma n) >= 2, n >= 3): the lowest-loss ones.
+    assert seeds(voters(students, 1.0, 0.8)) == [1, 3, 6]
+    assert seeds(voters(students, 1.0, 0.3)) == [0, 1, 3, 6]
+    assert voters(students[4:5], 1e3, 0.8) == []
+
+
+def test_converged_students_are_not_outvoted(problem, monkeypatch):
+    """Four exact students and six that fit another teacher's first layer: with
+    ``loss_ratio`` the first layer handed to retraining is the teacher's; without it, it
+    is not."""
+    teacher, data = problem
+    X, y = data.X_train, data.y_train
+    _, exact = planted_deep_students(teacher, WIDTHS, 4, X, y)
+    other = make_teacher(TEACHER, TEACHER_SEED + 1, ACT)
+    _, wrong = planted_deep_students(other, WIDTHS, 6, X, other.spec.forward(other.params, X), seed=1)
+    wrong = [TrainResult(s.spec, s.params, mse(s.spec, s.params, X, y), 0.0, "budget", seed=10 + i)
+             for i, s in enumerate(wrong)]
+    assert max(s.loss for s in exact) < 1e-10 < min(s.loss for s in wrong)
+
+    class Handed(Exception):
+        pass
+
+    def stop(training, X, y, fixed, *args, **kw):
+        raise Handed(fixed[0])
+
+    monkeypatch.setattr("ec.reconstruct._layerwise.retrain_and_filter", stop)
+    W_t = teacher.spec.unpack(teacher.params)[0][0]
+    for loss_ratio, teachers in ((1e3, True), (math.inf, False)):
+        with pytest.raises(Handed) as handed:
+            _estimator(n_students=10, gamma=0.5, beta=math.pi / 5, loss_ratio=loss_ratio).fit(X, y, students=exact + wrong)
+        W, _ = handed.value.args[0]
+        angles = [min(_angle_deg(w, v) for v in W_t) for w in W]
+        assert (W.shape == W_t.shape and max(angles) < 1e-3) == teachers

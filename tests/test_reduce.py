@@ -152,15 +152,16 @@ def test_deep_student_is_finished_by_the_reduction(deep_task):
     obj = Objective(MSE(spec, X, y), theta, None, Budget(), "cpu")
     assert obj.loss_grad(obj.best_u)[0] > 1e-14
     _, steps, reason = reduction_finish(obj, max_time=60.0)
-    assert reason in ("min_loss", "min_grad") and obj.best_loss < 1e-26 and steps > 0
+    # "converged": Levenberg-Marquardt on the reduced deep network found no further decrease in float64
+    assert reason in ("min_loss", "min_grad", "converged") and obj.best_loss < 1e-26 and steps > 0
 
 
-def test_flow_trainer_reduces_deep_students_only_when_asked(deep_task):
+def test_flow_trainer_reduces_deep_students_unless_asked_not_to(deep_task):
     teacher, X, y = deep_task
     spec, theta = _split_deep(teacher.spec, teacher.params, 0, 2, 3e-3)
     budget = Budget(ode_steps=100, optim_steps=100)
-    plain = FlowTrainer().fit(spec, X, y, theta, budget)
+    plain = FlowTrainer(reduce_deep=False).fit(spec, X, y, theta, budget)
     assert "reduce" not in [p.name for p in plain.phases]
-    reduced = FlowTrainer(reduce_deep=True, reduce_after=10).fit(spec, X, y, theta, budget)
+    reduced = FlowTrainer(reduce_after=10).fit(spec, X, y, theta, budget)
     assert "reduce" in [p.name for p in reduced.phases] and reduced.loss < 1e-26
     assert reduced.params.shape == theta.shape and reduced.params.dtype == np.float64

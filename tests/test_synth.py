@@ -13,7 +13,7 @@ import math
 import shlex
 
 from ec.config import ConfigError
-from ec.experiments.synth import SYNTH, recluster, run_synth, synth_command
+from ec.experiments.synth import DEEP_LOSS_RATIO, SYNTH, recluster, run_synth, synth_command
 
 # A 2-2-1 teacher, 8 students of width 4 on 300 queries; step budgets (not time budgets), so
 # that the result does not depend on the machine's load. A neuron needs 4 students that agree
@@ -162,22 +162,29 @@ def test_bias_at_once_is_for_deep_teachers_only():
 
 
 @pytest.mark.parametrize(
-    "given, gamma, beta",
+    "given, gamma, beta, loss_ratio",
     [
-        ({}, 0.8, math.pi / 24),
-        ({"layers": "3-2-2-1"}, 0.5, (math.pi / 24, math.pi / 5)),
-        ({"din": "8", "r": "4-2-2"}, 0.5, (math.pi / 24, math.pi / 5, math.pi / 5)),
-        ({"layers": "3-2-2-1", "beta": "8deg,pi/4"}, 0.5, (math.radians(8), math.pi / 4)),
-        ({"layers": "3-2-2-1", "gamma": "0.4", "beta": "8deg"}, 0.4, math.radians(8)),
-        ({"beta": "pi/5"}, 0.8, math.pi / 5),
+        ({}, 0.8, math.pi / 24, math.inf),
+        ({"layers": "3-2-2-1"}, 0.5, (math.pi / 24, math.pi / 5), DEEP_LOSS_RATIO),
+        ({"din": "8", "r": "4-2-2"}, 0.5, (math.pi / 24, math.pi / 5, math.pi / 5), DEEP_LOSS_RATIO),
+        ({"layers": "3-2-2-1", "beta": "8deg,pi/4"}, 0.5, (math.radians(8), math.pi / 4), DEEP_LOSS_RATIO),
+        ({"layers": "3-2-2-1", "gamma": "0.4", "beta": "8deg", "loss_ratio": "inf"}, 0.4, math.radians(8), math.inf),
+        ({"beta": "pi/5", "loss_ratio": "100"}, 0.8, math.pi / 5, 100.0),
     ],
 )
-def test_clustering_defaults_depend_on_depth_and_given_values_win(given, gamma, beta):
+def test_clustering_defaults_depend_on_depth_and_given_values_win(given, gamma, beta, loss_ratio):
     params = SYNTH.resolve(given)
     assert params["gamma"] == pytest.approx(gamma) and params["beta"] == pytest.approx(beta)
+    assert params["loss_ratio"] == loss_ratio
     # the recorded command line gives the same parameters back
     again = SYNTH.resolve(dict(_options(synth_command(params, "runs/x"))))
-    assert again["gamma"] == params["gamma"] and again["beta"] == params["beta"]
+    assert all(again[k] == params[k] for k in ("gamma", "beta", "loss_ratio"))
+
+
+@pytest.mark.parametrize("value", ["nan", "0.5", "-inf", "many"])
+def test_bad_loss_ratio_is_refused(value):
+    with pytest.raises(ConfigError, match=f"--loss-ratio='?{value}'?[: ].*allowed: >= 1 or inf"):
+        SYNTH.resolve({"loss_ratio": value})
 
 
 def _options(command: str):

@@ -43,6 +43,9 @@ EXACT_RMSE = 1e-10
 # shallow beta, as the paper's three-hidden-layer synthetic teacher did (upper layers come from
 # retrained students, which align less well).
 SHALLOW_GAMMA, SHALLOW_BETA = 0.8, math.pi / 24
+# Deep students: only those within this factor of the lowest loss are clustered (docs/deep.md:
+# a few reach machine precision, the others stop at ~1e-6 in local minima and outvoted them).
+DEEP_LOSS_RATIO = 1e3
 
 
 def _gamma_n_check(cfg: dict) -> str | None:
@@ -100,15 +103,18 @@ def _memory_check(cfg: dict) -> str | None:
 
 
 def with_clustering_defaults(params: dict) -> dict:
-    """``params`` with ``gamma`` and ``beta`` filled where not given: :data:`SHALLOW_GAMMA`,
-    :data:`SHALLOW_BETA` for one hidden layer; for a deep teacher :data:`DEEP_GAMMA` and one
-    beta per hidden layer (:data:`SHALLOW_BETA` for the first, then :data:`DEEP_BETA`)."""
+    """``params`` with ``gamma``, ``beta`` and ``loss_ratio`` filled where not given:
+    :data:`SHALLOW_GAMMA`, :data:`SHALLOW_BETA` and every student for one hidden layer; for
+    a deep teacher :data:`DEEP_GAMMA`, one beta per hidden layer (:data:`SHALLOW_BETA` for
+    the first, then :data:`DEEP_BETA`) and :data:`DEEP_LOSS_RATIO`."""
     n_hidden = len(teacher_sizes(params)) - 2
     out = dict(params)
     if out.get("gamma") is None:
         out["gamma"] = DEEP_GAMMA if n_hidden > 1 else SHALLOW_GAMMA
     if out.get("beta") is None:
         out["beta"] = (SHALLOW_BETA, *[DEEP_BETA] * (n_hidden - 1)) if n_hidden > 1 else SHALLOW_BETA
+    if out.get("loss_ratio") is None:
+        out["loss_ratio"] = DEEP_LOSS_RATIO if n_hidden > 1 else math.inf
     return out
 
 
@@ -155,6 +161,10 @@ SYNTH = Schema(
                 "pi/24 for the first hidden layer and pi/5 above).",
                 allowed="0 < beta <= pi, one value or one per hidden layer",
                 check=lambda b: all(0 < v <= math.pi for v in np.atleast_1d(b)), metavar="ANGLE[,ANGLE...]"),
+        Param("loss_ratio", float, None, "Cluster only the students whose loss is at most this many times the "
+              "lowest (at least 3; gamma counts among them; 'inf': all, as in the paper). Default: inf; "
+              f"{DEEP_LOSS_RATIO:g} with --layers or a deep --r.", ">= 1 or inf", lambda v: v >= 1,
+              metavar="FACTOR", infinite=True),
         ACTIVATION,
         SEED,
         Param("student_seed", int, 0, "Student i starts from the Glorot initialisation of seed "
@@ -246,6 +256,7 @@ def _estimator_options(params: dict, progress, retrain_dir: Path | None) -> dict
         n_students=n_students(params),
         gamma=params["gamma"],
         beta=params["beta"],
+        loss_ratio=params["loss_ratio"],
         activation=params["act"],
         backend=params["backend"],
         budget=_student_budget(params),
@@ -324,8 +335,8 @@ def synth_command(params: dict, out: str | Path) -> str:
     """The ``ec synth`` command line of a run with these resolved parameters (it resumes the
     run: finished students are reused)."""
     words = ["ec", "synth"]
-    derived = with_clustering_defaults({**params, "gamma": None, "beta": None})
-    derived = {k: derived[k] for k in ("gamma", "beta")}
+    derived = with_clustering_defaults({**params, "gamma": None, "beta": None, "loss_ratio": None})
+    derived = {k: derived[k] for k in ("gamma", "beta", "loss_ratio")}
     for p in SYNTH.params:
         value = params.get(p.name)
         if not p.cli or p.name == "out" or value is None:

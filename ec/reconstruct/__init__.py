@@ -13,7 +13,7 @@ from ._reexpand import Reexpansion, reexpand_layer
 from ._report import Report
 from ._shallow import ExpandAndCluster, per_layer
 from ._stages import (StudentTraining, fixed_weights_mask, stage_init, stage_seeds, student_seed, sub_student,
-                      usable)
+                      usable, voters)
 
 __all__ = [
     "DEEP_BETA",
@@ -37,4 +37,5 @@ __all__ = [
     "student_seed",
     "sub_student",
     "usable",
+    "voters",
 ]

@@ -53,7 +53,7 @@ from ._layer import LayerClustering, ReconstructionError, reconstruct_layer
 from ._reexpand import Reexpansion, reexpand_layer
 from ._report import Report
 from ._shallow import ExpandAndCluster, _as_xy, per_layer, student_summary
-from ._stages import StudentTraining, fixed_weights_mask, stage_init, stage_seeds, sub_student, usable
+from ._stages import StudentTraining, fixed_weights_mask, stage_init, stage_seeds, sub_student, usable, voters
 
 Array = np.ndarray
 
@@ -137,8 +137,8 @@ class LayerwiseExpandAndCluster(ExpandAndCluster):
         Per student of the re-expansion (default: ``retrain_budget``).
     **kwargs
         The other parameters of :class:`ExpandAndCluster` (``activation``, ``backend``,
-        ``budget``, ``finetune_budget``, ``seed``, ``n_jobs``, ``feature_mask`` (first
-        layer), ``progress``, ``backend_options``, ``cut``, ``retrain_dir``).
+        ``budget``, ``finetune_budget``, ``loss_ratio`` (every layer), ``seed``, ``n_jobs``,
+        ``feature_mask`` (first layer), ``progress``, ``backend_options``, ``cut``, ``retrain_dir``).
 
     Attributes
     ----------
@@ -251,11 +251,11 @@ class LayerwiseExpandAndCluster(ExpandAndCluster):
                 retrained.append(current)
                 layer_reports[l - 1]["bias_filter"] = filt
                 layer_reports[l - 1]["m_hat"] = len(fixed[l - 1][1])
-            good = usable(current)
-            if len(good) < 2:
+            if len(usable(current)) < 2:
                 raise ReconstructionError(
-                    f"layer {l + 1}: only {len(good)} of {len(current)} students are usable (not failed)"
+                    f"layer {l + 1}: only {len(usable(current))} of {len(current)} students are usable (not failed)"
                 )
+            good = voters(current, self.loss_ratio, gammas[l])
             best = min(good, key=lambda s: s.loss)
             best_layers = best.spec.unpack(best.params)
             fixed = [(W, best_layers[j][1].copy()) for j, (W, _) in enumerate(fixed)]
@@ -281,6 +281,7 @@ class LayerwiseExpandAndCluster(ExpandAndCluster):
                 "m_hat": len(layer.b),
                 "student_widths": list(good[0].spec.hidden_sizes),
                 "student_losses": [float(s.loss) for s in current],
+                "voter_losses": [float(s.loss) for s in good],
             })
             fixed.append((layer.W, layer.b))
             if last:

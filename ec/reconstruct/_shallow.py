@@ -20,7 +20,7 @@ from ..progress import Event
 from ..train import Budget, TrainResult, backend_names
 from ._layer import ReconstructionError, reconstruct_layer
 from ._report import Report
-from ._stages import StudentTraining, student_seed, usable
+from ._stages import StudentTraining, student_seed, usable, voters
 
 Array = np.ndarray
 
@@ -67,6 +67,11 @@ class ExpandAndCluster:
     finetune_budget : Budget, optional
         Budget of the final fine-tune of the whole network (default
         :data:`ec.finetune.FINETUNE_BUDGET`).
+    loss_ratio : float >= 1
+        Cluster only the students whose loss is at most this many times the lowest
+        (:func:`~ec.reconstruct.voters`: at least 3, and as many as ``gamma`` needs for a
+        cluster of two); ``gamma`` counts among them. ``inf`` (default): every usable
+        student, as in the paper.
     seed : int
         Student ``i`` is initialised from :func:`student_seed(seed, i) <student_seed>`.
     n_jobs : int, optional
@@ -124,6 +129,7 @@ class ExpandAndCluster:
         retrain_dir: str | Path | None = None,
         finetune_backend: str | None = None,
         finetune_options: dict | None = None,
+        loss_ratio: float = math.inf,
     ):
         self.student_hidden_sizes = student_hidden_sizes
         self.n_students = n_students
@@ -142,6 +148,7 @@ class ExpandAndCluster:
         self.retrain_dir = retrain_dir
         self.finetune_backend = finetune_backend
         self.finetune_options = finetune_options
+        self.loss_ratio = loss_ratio
 
     # -- parameters -------------------------------------------------------------------
 
@@ -175,6 +182,8 @@ class ExpandAndCluster:
             raise ValueError(f"gamma={self.gamma!r}; allowed: 0 < gamma <= 1 (one value or one per hidden layer)")
         if not all(0 < b <= math.pi for b in per_layer(self.beta, len(sizes), "beta")):
             raise ValueError(f"beta={self.beta!r}; allowed: 0 < beta <= pi (one value or one per hidden layer)")
+        if not _is_number(self.loss_ratio) or not self.loss_ratio >= 1:
+            raise ValueError(f"loss_ratio={self.loss_ratio!r}; allowed: a number >= 1 (inf: every usable student)")
         if self.activation not in HIDDEN_ACTIVATIONS:
             raise ValueError(f"activation={self.activation!r}; allowed: {', '.join(HIDDEN_ACTIVATIONS)}")
         if self.cut not in ("aligned", "size"):
@@ -312,9 +321,10 @@ class ExpandAndCluster:
         t0 = time.perf_counter()
         students = list(students) if students is not None else self.train_students(X, y)
         t_students = time.perf_counter() - t0
-        good = usable(students)
-        if len(good) < 2:
-            raise ReconstructionError(f"only {len(good)} of {len(students)} students are usable (not failed)")
+        if len(usable(students)) < 2:
+            raise ReconstructionError(f"only {len(usable(students))} of {len(students)} students are usable "
+                                      "(not failed)")
+        good = voters(students, self.loss_ratio, gamma)
 
         t1 = time.perf_counter()
         self._emit(Event.STAGE, name="cluster")
@@ -342,7 +352,7 @@ class ExpandAndCluster:
             gamma=[gamma],
             beta=[beta],
             activation=self.activation,
-            layers=[info],
+            layers=[{**info, "voter_losses": [float(s.loss) for s in good]}],
             train_loss=losses,
             train_rmse=math.sqrt(losses["finetuned"]),
             seconds={"students": t_students, "cluster": t_cluster, "finetune": t_finetune},

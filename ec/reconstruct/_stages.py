@@ -64,6 +64,25 @@ def usable(students: Sequence[TrainResult]) -> list[TrainResult]:
     return [s for s in students if not s.failed and np.isfinite(s.loss)]
 
 
+def voters(students: Sequence[TrainResult], loss_ratio: float, gamma: float) -> list[TrainResult]:
+    """The usable students whose neurons are clustered: those with a loss at most
+    ``loss_ratio`` times the lowest, in their given order.
+
+    A student at (near) machine-precision loss is an exact expansion of the teacher, one in
+    a local minimum is not, and a majority of the latter must not outvote the former. When
+    fewer are within the ratio, the lowest-loss ones are taken, as many as a cluster of two
+    needs (``ceil(gamma n) >= 2``) and at least 3.
+    """
+    good = usable(students)
+    if not good:
+        return good
+    ranked = sorted(good, key=lambda s: s.loss)
+    enough = max(3, int(1 / gamma - 1e-9) + 1)
+    within = sum(s.loss <= loss_ratio * ranked[0].loss for s in ranked)
+    chosen = {id(s) for s in ranked[:max(within, enough)]}
+    return [s for s in good if id(s) in chosen]
+
+
 def _restore_fixed(res: TrainResult, theta0: Array, trainable: Array, X: Array, y: Array) -> TrainResult:
     """Put fixed parameters back bit for bit (should a backend round them) and re-evaluate."""
     if res.failed or np.array_equal(res.params[~trainable], theta0[~trainable]):

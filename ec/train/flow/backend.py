@@ -51,11 +51,11 @@ class FlowTrainer(SequentialFitMany):
         (:mod:`ec.train.flow.reduce`): it removes the slow tails of degenerate minima. Only
         when every parameter is trainable.
     reduce_deep : bool
-        Also reduce students with several hidden layers. Off by default: deep students
-        stall far from a reducible network (8-32-16-1 students of an 8-4-2-1 teacher at
-        1e-5..1e-6: no rung of the ladder reduces them, and the Hessian there has dozens of
-        negative eigenvalues), so the attempts only cost time (neutral on two 60 CPU-s
-        students).
+        Also reduce students with several hidden layers (reduced networks finished by
+        Levenberg-Marquardt, a rung abandoned after 10 steps without progress). 3-2-2-1
+        students at 1e-12 .. 1e-18, converging linearly, reach 1e-31 in a few seconds;
+        students far from a reducible network (1e-6 .. 1e-9, most 8-32-16-1 students) lose
+        about a quarter of their time to the attempts (docs/trainer.md).
     reduce_after : int
         Each phase runs in rounds of ``reduce_after``, then 2x, 4x, ... as many steps; a
         reduction is tried before each round when the best loss fell since the last try
@@ -80,7 +80,7 @@ class FlowTrainer(SequentialFitMany):
         reduce: bool = True,
         reduce_after: int = 100,
         reduce_steps: int = 50,
-        reduce_deep: bool = False,
+        reduce_deep: bool = True,
     ):
         choose_ode_method(0, ode_method)  # validate the names
         choose_method(0, optim_method)
