@@ -51,8 +51,9 @@ class FlowTrainer(SequentialFitMany):
         (:mod:`ec.train.flow.reduce`): it removes the slow tails of degenerate minima. Only
         when every parameter is trainable.
     reduce_deep : bool
-        Also reduce students with several hidden layers (reduced networks finished by
-        Levenberg-Marquardt, a rung abandoned after 10 steps without progress). 3-2-2-1
+        Also reduce students with several hidden layers, in the second-order phase (reduced
+        networks finished by Levenberg-Marquardt, a rung abandoned after 10 steps without
+        progress). 3-2-2-1
         students at 1e-12 .. 1e-18, converging linearly, reach 1e-31 in a few seconds;
         students far from a reducible network (1e-6 .. 1e-9, most 8-32-16-1 students) lose
         about a quarter of their time to the attempts (docs/trainer.md).
@@ -138,7 +139,10 @@ class FlowTrainer(SequentialFitMany):
             def flow(u, steps, seconds):
                 return gradient_flow(obj, u, steps, seconds, method, self.rtol, self.atol)
 
-            reason = self._in_rounds(obj, log, method, flow, budget.ode_steps, budget.ode_time, reducible)
+            # Deep students are far from any reducible network during the flow: attempts there
+            # took a quarter to half of 3-8-8-1 students' time. The second-order phase starts
+            # with one.
+            reason = self._in_rounds(obj, log, method, flow, budget.ode_steps, budget.ode_time, reducible and not deep)
         if reason not in _FINAL and budget.optim_steps > 0 and budget.optim_time > 0:
             method = choose_method(obj.n_free, self.optim_method, self.newton_max_params, self.bfgs_max_params, deep)
 
