@@ -469,9 +469,10 @@ def test_voters_are_the_students_within_loss_ratio_of_the_best_and_enough_for_ga
 
     assert seeds(voters(students, 1e3, 0.8)) == [1, 3, 6]  # in their order, failed and NaN left out
     assert seeds(voters(students, math.inf, 0.8)) == [0, 1, 2, 3, 5, 6]
-    # Fewer within the ratio than a cluster of two needs (ceil(gamma n) >= 2, n >= 3): the lowest-loss ones.
-    assert seeds(voters(students, 1.0, 0.8)) == [1, 3, 6]
-    assert seeds(voters(students, 1.0, 0.3)) == [0, 1, 3, 6]
+    # Fewer within the ratio than a cluster of two needs (ceil(gamma n) >= 2, n >= 3): every usable one.
+    assert seeds(voters(students, 1.0, 0.8)) == [0, 1, 2, 3, 5, 6]
+    assert seeds(voters(students, 1e3, 0.3)) == [0, 1, 2, 3, 5, 6]
+    assert seeds(voters(students, 1e5, 0.5)) == [1, 3, 6]
     assert voters(students[4:5], 1e3, 0.8) == []
 
 

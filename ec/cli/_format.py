@@ -28,7 +28,8 @@ def print_report(report: dict) -> None:
     click.echo(f"clusters: {layer['kept']} kept of {layer['n_big']} with >= {layer['min_size']} neurons "
                f"({layer['rejected_unaligned']} unaligned, {layer['rejected_small']} small), cut at "
                f"{layer['cut_height']:.3g}" + (f", merged {layer['merged']}" if layer["merged"] else "")
-               + (f"; {len(layer['pruned'])} constant/zero-type folded into the bias" if layer["pruned"] else ""))
+               + (f"; {len(layer['pruned'])} constant/zero-type folded into the bias" if layer["pruned"] else "")
+               + _voters(layer, st))
     click.echo(f"reconstructed {'-'.join(map(str, report['reconstruction']['layer_sizes']))}: m_hat = {s['m_hat']} "
                f"(r = {s['r']}), excess {s['excess']}, missing {s['missing']}; test RMSE {_fmt(s['test_rmse'])}, "
                f"train RMSE {_fmt(s['train_rmse'])} (best student {_fmt(s['best_student_rmse'])})")
@@ -44,6 +45,15 @@ def print_report(report: dict) -> None:
     click.echo(verdict)
     _echo_diagnosis(report)
     click.echo(f"results in {report['result_dir']}")
+
+
+def _voters(layer: dict, students: dict) -> str:
+    """Which students the first layer was clustered from, when not all usable ones."""
+    voters = layer.get("voter_losses")
+    usable = students["n"] - students["failed"]
+    if voters is None or len(voters) >= usable:
+        return ""
+    return f"; clustered from the {len(voters)} of {usable} students with loss <= {max(voters):.1e}"
 
 
 def _echo_diagnosis(report: dict) -> None:

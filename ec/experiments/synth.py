@@ -162,7 +162,8 @@ SYNTH = Schema(
                 allowed="0 < beta <= pi, one value or one per hidden layer",
                 check=lambda b: all(0 < v <= math.pi for v in np.atleast_1d(b)), metavar="ANGLE[,ANGLE...]"),
         Param("loss_ratio", float, None, "Cluster only the students whose loss is at most this many times the "
-              "lowest (at least 3; gamma counts among them; 'inf': all, as in the paper). Default: inf; "
+              "lowest, when there are at least 3 (else all; gamma counts among them; 'inf': all, as in the "
+              "paper). Default: inf; "
               f"{DEEP_LOSS_RATIO:g} with --layers or a deep --r.", ">= 1 or inf", lambda v: v >= 1,
               metavar="FACTOR", infinite=True),
         ACTIVATION,

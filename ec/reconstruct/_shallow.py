@@ -68,10 +68,10 @@ class ExpandAndCluster:
         Budget of the final fine-tune of the whole network (default
         :data:`ec.finetune.FINETUNE_BUDGET`).
     loss_ratio : float >= 1
-        Cluster only the students whose loss is at most this many times the lowest
-        (:func:`~ec.reconstruct.voters`: at least 3, and as many as ``gamma`` needs for a
-        cluster of two); ``gamma`` counts among them. ``inf`` (default): every usable
-        student, as in the paper.
+        Cluster only the students whose loss is at most this many times the lowest, when
+        they are at least 3 and enough for a cluster of two (:func:`~ec.reconstruct.voters`;
+        otherwise all); ``gamma`` counts among them. ``inf`` (default): every usable student,
+        as in the paper.
     seed : int
         Student ``i`` is initialised from :func:`student_seed(seed, i) <student_seed>`.
     n_jobs : int, optional
