@@ -251,9 +251,10 @@ class LayerwiseExpandAndCluster(ExpandAndCluster):
                 retrained.append(current)
                 layer_reports[l - 1]["bias_filter"] = filt
                 layer_reports[l - 1]["m_hat"] = len(fixed[l - 1][1])
-            if len(usable(current)) < 2:
+            n_usable = len(usable(current))
+            if n_usable < 2:
                 raise ReconstructionError(
-                    f"layer {l + 1}: only {len(usable(current))} of {len(current)} students are usable (not failed)"
+                    f"layer {l + 1}: only {n_usable} of {len(current)} students are usable (not failed)"
                 )
             good = voters(current, self.loss_ratio, gammas[l])
             best = min(good, key=lambda s: s.loss)

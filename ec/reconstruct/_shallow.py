@@ -321,9 +321,9 @@ class ExpandAndCluster:
         t0 = time.perf_counter()
         students = list(students) if students is not None else self.train_students(X, y)
         t_students = time.perf_counter() - t0
-        if len(usable(students)) < 2:
-            raise ReconstructionError(f"only {len(usable(students))} of {len(students)} students are usable "
-                                      "(not failed)")
+        n_usable = len(usable(students))
+        if n_usable < 2:
+            raise ReconstructionError(f"only {n_usable} of {len(students)} students are usable (not failed)")
         good = voters(students, self.loss_ratio, gamma)
 
         t1 = time.perf_counter()

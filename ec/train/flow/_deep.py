@@ -125,8 +125,8 @@ def gauss_newton(spec, theta: Array, X: Array, y: Array) -> tuple[float, Array, 
 
 def _batched(A: Array, B: Array) -> Array:
     """``A @ B`` for stacks of small matrices, (n, i, j) @ (n, j, k), without BLAS: numpy's
-    matmul calls BLAS once per matrix, and a multithreaded BLAS then spends ten times the
-    arithmetic synchronising its threads."""
+    matmul calls BLAS once per matrix, and a multithreaded BLAS then spends most of each
+    call synchronising its threads."""
     return np.einsum("nij,njk->nik", A, B)
 
 

@@ -53,10 +53,9 @@ class FlowTrainer(SequentialFitMany):
     reduce_deep : bool
         Also reduce students with several hidden layers, in the second-order phase (reduced
         networks finished by Levenberg-Marquardt, a rung abandoned after 10 steps without
-        progress). 3-2-2-1
-        students at 1e-12 .. 1e-18, converging linearly, reach 1e-31 in a few seconds;
-        students far from a reducible network (1e-6 .. 1e-9, most 8-32-16-1 students) lose
-        about a quarter of their time to the attempts (docs/trainer.md).
+        progress). 3-8-8-1 students at 1e-12 .. 1e-17, converging linearly, reach 1e-31 in
+        a few seconds; those far from a reducible network (1e-6 .. 1e-7) lose 10-25 % of
+        their second-order phase to the attempts (docs/trainer.md).
     reduce_after : int
         Each phase runs in rounds of ``reduce_after``, then 2x, 4x, ... as many steps; a
         reduction is tried before each round when the best loss fell since the last try
