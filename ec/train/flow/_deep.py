@@ -123,13 +123,6 @@ def gauss_newton(spec, theta: Array, X: Array, y: Array) -> tuple[float, Array, 
     return sse / (len(X) * K), grad * scale, (G + G.T) * 0.5
 
 
-def _batched(A: Array, B: Array) -> Array:
-    """``A @ B`` for stacks of small matrices, (n, i, j) @ (n, j, k), without BLAS: numpy's
-    matmul calls BLAS once per matrix, and a multithreaded BLAS then spends most of each
-    call synchronising its threads."""
-    return np.einsum("nij,njk->nik", A, B)
-
-
 def _spec_to_augmented(spec) -> Array:
     """Index into the augmented order of every parameter in :class:`MLPSpec` order."""
     order = []
@@ -158,12 +151,12 @@ def _add_block(spec, layers, X, y, H):
     for k in range(1, L):
         G[k][k - 1] = step[k]
         for l in range(k - 2, -1, -1):
-            G[k][l] = _batched(step[k], G[k - 1][l])
+            G[k][l] = step[k] @ G[k - 1][l]
     S = [None] * L
     K = zs[-1].shape[1]
     S[-1] = np.broadcast_to(np.eye(K), (B, K, K))
     for l in range(L - 2, -1, -1):
-        S[l] = _batched(np.swapaxes(step[l + 1], 1, 2), _batched(S[l + 1], step[l + 1]))
+        S[l] = np.swapaxes(step[l + 1], 1, 2) @ S[l + 1] @ step[l + 1]
         S[l][:, np.arange(S[l].shape[1]), np.arange(S[l].shape[1])] += cs[l]
 
     def block(l, k):
@@ -173,7 +166,7 @@ def _add_block(spec, layers, X, y, H):
         (m, n) = spec.layer_shapes[l]
         for k in range(l + 1):
             mk, nk = spec.layer_shapes[k]
-            A = S[l] if k == l else _batched(S[l], G[l][k])  # (B, m, mk)
+            A = S[l] if k == l else S[l] @ G[l][k]  # (B, m, mk)
             xx = (xs[l][:, :, None] * xs[k][:, None, :]).reshape(B, -1)
             E = (A.reshape(B, -1).T @ xx).reshape(m, mk, n + 1, nk + 1).transpose(0, 2, 1, 3)
             E = E.reshape(m * (n + 1), mk * (nk + 1))
