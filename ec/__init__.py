@@ -18,6 +18,15 @@ from .train import Budget, TrainResult, train_students
 
 __version__ = "0.1.0"
 
+
+def recover(model, out=None, progress=None, **params):
+    """Recover a network handed in (torch module, function, query pairs or path): Step 1
+    finds the width, Expand-and-Cluster the weights; see :func:`ec.experiments.recover.recover`."""
+    from .experiments.recover import recover as _recover
+
+    return _recover(model, out, progress, **params)
+
+
 __all__ = [
     "ACTIVATIONS",
     "BiasFilter",
@@ -37,5 +46,6 @@ __all__ = [
     "get_activation",
     "make_teacher",
     "mse",
+    "recover",
     "train_students",
 ]

@@ -26,7 +26,7 @@ class ConfigError(ValueError):
 
 
 # The tables a config file may hold: one per command (a shared file can configure several).
-COMMANDS = ("synth", "cluster", "grid", "mnist", "teacher")
+COMMANDS = ("synth", "cluster", "grid", "mnist", "teacher", "recover")
 
 
 def _is_int(value) -> bool:

@@ -236,3 +236,62 @@ def compare(spec: MLPSpec, theta: Array, teacher_spec: MLPSpec, teacher_theta: A
     if teacher_spec.n_layers > 2:
         return compare_layers(spec, theta, teacher_spec, teacher_theta, X_test, y_test)
     return compare_networks(spec, theta, teacher_spec, teacher_theta, X_test, y_test)
+
+
+def parameter_error(spec: MLPSpec, theta: Array, teacher_spec: MLPSpec, teacher_theta: Array) -> float:
+    """Largest absolute difference between corresponding parameters once the reconstruction
+    is mapped onto the teacher by the symmetries that keep the function.
+
+    Layer by layer: for positive-scaling activations every hidden neuron of both networks
+    is first normalised to ``||[w; b]|| = 1`` with its norm moved into the next layer; then
+    the reconstructed neurons are permuted onto the teacher's (Hungarian assignment on the
+    angle of ``[w; b]``) and, for odd activations (``sigma(z) = s sigma(-z) + q``), flipped
+    where that aligns them, the next layer absorbing the flip (its column times ``s``, ``q``
+    times the column into its bias). Even+linear activations (relu, gelu, softplus) have no
+    flip without a skip connection, so an opposite neuron counts as wrong.
+
+    Returns
+    -------
+    float
+        ``inf`` when the layer sizes differ.
+    """
+    if spec.layer_sizes != teacher_spec.layer_sizes:
+        return math.inf
+    act = get_activation(spec.activation)
+    rule = flip_rule(act) if act.sign_symmetric and not act.even_linear else None
+    rec = [(W.copy(), b.copy()) for W, b in spec.unpack(theta)]
+    tea = [(W.copy(), b.copy()) for W, b in teacher_spec.unpack(teacher_theta)]
+    for l in range(spec.n_layers - 1):
+        if act.positive_scaling:
+            for net in (rec, tea):
+                (W, b), (A, c) = net[l], net[l + 1]
+                norm = np.sqrt(np.einsum("ij,ij->i", W, W) + b**2)
+                norm = np.where(norm > 0, norm, 1.0)
+                net[l], net[l + 1] = (W / norm[:, None], b / norm), (A * norm, c)
+        V = np.hstack([rec[l][0], rec[l][1][:, None]])
+        T = np.hstack([tea[l][0], tea[l][1][:, None]])
+        cos = (V @ T.T) / np.maximum(np.outer(np.linalg.norm(V, axis=1), np.linalg.norm(T, axis=1)), 1e-300)
+        cos = np.clip(cos, -1.0, 1.0)
+        ri, ti = linear_sum_assignment(-np.abs(cos) if rule is not None else -cos)
+        order = ri[np.argsort(ti)]
+        (W, b), (A, c) = rec[l], rec[l + 1]
+        W, b, A = W[order], b[order], A[:, order]
+        if rule is not None:
+            flip = cos[order, np.arange(len(order))] < 0
+            c = c + rule.q * A[:, flip].sum(axis=1)
+            W[flip], b[flip] = -W[flip], -b[flip]
+            A[:, flip] *= rule.s
+        rec[l], rec[l + 1] = (W, b), (A, c)
+    return float(max(max(np.max(np.abs(Wr - Wt)), np.max(np.abs(br - bt)))
+                     for (Wr, br), (Wt, bt) in zip(rec, tea)))
+
+
+def output_error_bits(y_pred: Array, y_true: Array) -> float:
+    """Agreement of two networks' outputs in bits: ``-log2`` of the largest absolute output
+    difference relative to the largest absolute true output over the same inputs (the
+    cryptanalytic extraction literature's measure); ``inf`` when they agree exactly."""
+    y_pred = np.asarray(y_pred, dtype=np.float64)
+    y_true = np.asarray(y_true, dtype=np.float64).reshape(y_pred.shape)
+    scale = max(float(np.max(np.abs(y_true))), np.finfo(np.float64).tiny)
+    err = float(np.max(np.abs(y_pred - y_true))) / scale
+    return math.inf if err == 0 else -math.log2(err)

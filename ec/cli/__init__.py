@@ -30,6 +30,7 @@ def cli():
       ec synth --din 4 --r 4 --rho 4     recover a synthetic teacher (paper A.4)
       ec grid run --config quick         the paper's teacher grid, resumable
       ec mnist --act relu                recover a teacher trained on MNIST
+      ec recover model.pt                recover your own network, width unknown
       ec backends                        which trainer backends work here
     """
 
@@ -48,12 +49,13 @@ def fail_cleanly(func, *args, **kwargs):
     from ..queries import DatasetUnavailable
     from ..reconstruct import ReconstructionError
     from ..runs import RunDirError
+    from ..teachers.external import ModelError
 
     try:
         return func(*args, **kwargs)
     except ConfigError:
         raise
-    except (DatasetUnavailable, RunDirError, ReconstructionError, FileNotFoundError, ImportError) as exc:
+    except (ModelError, DatasetUnavailable, RunDirError, ReconstructionError, FileNotFoundError, ImportError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -63,4 +65,4 @@ def main():
 
 
 # Each command module registers itself on ``cli`` when imported.
-from . import backends, cluster, grid, mnist, plot, synth, teacher  # noqa: E402,F401
+from . import backends, cluster, grid, mnist, plot, recover, synth, teacher  # noqa: E402,F401

@@ -7,6 +7,7 @@ the paper). Both cluster a layer with ``_layer`` and train stages with ``_stages
 report with :class:`Report`.
 """
 
+from ._expansion import Probe, WidthSearch, find_width
 from ._layer import LayerClustering, ReconstructionError, reconstruct_layer
 from ._layerwise import DEEP_BETA, DEEP_GAMMA, BiasFilter, LayerwiseExpandAndCluster, bias_spread, retrain_and_filter
 from ._reexpand import Reexpansion, reexpand_layer
@@ -20,6 +21,9 @@ __all__ = [
     "DEEP_GAMMA",
     "BiasFilter",
     "ExpandAndCluster",
+    "Probe",
+    "WidthSearch",
+    "find_width",
     "LayerClustering",
     "LayerwiseExpandAndCluster",
     "ReconstructionError",
