@@ -19,6 +19,8 @@ Usage::
     python benchmarks/recover_vs_art.py --sizes 10-4-10,10-16-10 --seeds 0,1,2
     python benchmarks/recover_vs_art.py --sizes 784-4-10,784-16-10,784-64-10 --methods art --seeds 0,1,2,3,4
     python benchmarks/recover_vs_art.py --sizes 10-4-10 --acts tanh,g --methods ec,art
+    python benchmarks/recover_vs_art.py --sizes 10-4-10 --methods ec --ec-max-queries 5000   # ec at ART's query count
+    python benchmarks/recover_vs_art.py --sizes 10-4-10,10-16-10 --methods ec --ec-backend flow  # the flow trainer
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ def run_art(spec: MLPSpec, theta: np.ndarray, seed: int) -> dict:
     return row
 
 
-def run_ec(spec: MLPSpec, theta: np.ndarray, seed: int, jobs: int, folder: Path) -> dict:
+def run_ec(spec: MLPSpec, theta: np.ndarray, seed: int, jobs: int, folder: Path, max_queries: int | None,
+           backend: str | None) -> dict:
     import torch
 
     import ec
@@ -76,16 +79,18 @@ def run_ec(spec: MLPSpec, theta: np.ndarray, seed: int, jobs: int, folder: Path)
     (W1, b1), (W2, b2) = spec.unpack(theta)
     act = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid, "gelu": torch.nn.GELU,
            "softplus": torch.nn.Softplus}[spec.activation]
-    model = torch.nn.Sequential(torch.nn.Linear(spec.d_in, W1.shape[0]), act(), torch.nn.Linear(W1.shape[0], spec.d_out))
+    model = torch.nn.Sequential(torch.nn.Linear(spec.d_in, W1.shape[0]), act(),
+                                torch.nn.Linear(W1.shape[0], spec.d_out)).double()  # the teacher's float64 weights
     with torch.no_grad():
         for layer, (W, b) in zip((model[0], model[2]), ((W1, b1), (W2, b2))):
             layer.weight.copy_(torch.from_numpy(W))
             layer.bias.copy_(torch.from_numpy(b))
     t0 = time.perf_counter()
-    out = folder / f"{spec.activation}-{'-'.join(map(str, spec.layer_sizes))}-s{seed}"
+    out = folder / (f"{spec.activation}-{'-'.join(map(str, spec.layer_sizes))}-s{seed}-q{max_queries or 'default'}"
+                    f"-{backend or 'default'}")
     try:
-        result = ec.recover(model.double(), out=out, queries="gaussian", jobs=jobs, seed=seed, plots=False,
-                            n_eval=0)
+        result = ec.recover(model, out=out, queries="gaussian", jobs=jobs, seed=seed, plots=False,
+                            n_eval=0, max_queries=max_queries, backend=backend)
     except ReconstructionError as exc:
         return {"ok": False, "seconds": time.perf_counter() - t0, "note": str(exc)[:120]}
     report = result.report
@@ -112,6 +117,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--methods", default="art,ec")
     parser.add_argument("--jobs", type=int, default=2, help="ec: worker processes")
+    parser.add_argument("--ec-backend", default=None,
+                        help="ec: --backend (the method is then named ec-BACKEND; default: ec recover's own)")
+    parser.add_argument("--ec-max-queries", type=int, default=None,
+                        help="ec: --max-queries (the method is then named ec-qN; default: ec's 30 000 + 10 000)")
     parser.add_argument("--runs", default="runs/recover-vs-art", help="ec: folder of the run directories")
     parser.add_argument("--out", default=str(RESULTS / "recover_vs_art.csv"))
     parser.add_argument("--resume", action="store_true")
@@ -126,13 +135,20 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             for seed in parse_int_list(args.seeds):
                 spec, theta = teacher(d, r, k, act, seed)
                 for method in args.methods.split(","):
-                    key = dict(method=method, act=act, d=d, r=r, k=k, seed=seed)
+                    name = method
+                    if method == "ec":
+                        name += (f"-{args.ec_backend}" if args.ec_backend else "") + (
+                            f"-q{args.ec_max_queries}" if args.ec_max_queries else "")
+                    key = dict(method=name, act=act, d=d, r=r, k=k, seed=seed)
                     if tuple(str(key[c]) for c in KEY) in done:
                         continue
                     if method == "art":
                         row = run_art(spec, theta, seed)
+                    elif method == "ec":
+                        row = run_ec(spec, theta, seed, args.jobs, Path(args.runs), args.ec_max_queries,
+                                     args.ec_backend)
                     else:
-                        row = run_ec(spec, theta, seed, args.jobs, Path(args.runs))
+                        parser.error(f"--methods: {method!r}; allowed: art, ec")
                     row = {**key, **evaluate(row, spec, theta, seed)}
                     rows.append(row)
                     print(" ".join(f"{c}={row.get(c)}" for c in (*KEY, "success", "m_hat", "param_error",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 import zipfile
 from dataclasses import asdict, dataclass, replace
@@ -36,7 +37,7 @@ from ..progress import Event
 from ..queries import DATASET_NAMES, load_dataset, uniform_inputs
 from ..reconstruct import DEEP_BETA, DEEP_GAMMA, ExpandAndCluster, LayerwiseExpandAndCluster, ReconstructionError
 from ..reconstruct import Probe, find_width
-from ..reconstruct._expansion import PROBE_BUDGET, QUERIES_PER_PARAM, ZERO_LOSS, student_params
+from ..reconstruct._expansion import PROBE_BUDGET, QUERIES_PER_PARAM, ZERO_LOSS, default_backend
 from ..runs import RunDir
 from ..runs.rundir import problem_record
 from ..teachers.external import ExternalModel, ModelError, load_model
@@ -143,7 +144,8 @@ RECOVER = Schema(
                 allowed="0 < beta <= pi, one value or one per hidden layer",
                 check=lambda b: all(0 < v <= math.pi for v in np.atleast_1d(b)), metavar="ANGLE[,ANGLE...]"),
         SEED,
-        BACKEND,
+        replace(BACKEND, default=None, help="Trainer of the students (default: gn for one hidden layer, flow for "
+                "deeper students)."),
         JOBS,
         OUT,
         *_BUDGET_PARAMS,
@@ -163,7 +165,10 @@ QUERY_KEYS = ("model_identity", "queries", "max_queries", "n_train", "n_test", "
 
 
 def default_out(model: ExternalModel) -> str:
-    return f"runs/recover-{Path(model.source.replace(':', '-')).stem}-{model.identity[:8]}"
+    """``runs/recover-<file stem or function name>-<first 8 characters of the model's hash>``."""
+    name = model.source if model.kind == "callable" else Path(model.source).stem
+    name = re.sub(r"[^\w.-]+", "-", name).strip("-") or "model"
+    return f"runs/recover-{name}-{model.identity[:8]}"
 
 
 @dataclass(frozen=True)
@@ -396,7 +401,7 @@ def _estimator(params: dict, act: str, widths: tuple[int, ...], progress, retrai
         beta=beta,
         loss_ratio=DEEP_LOSS_RATIO if deep else math.inf,
         activation=act,
-        backend=params["backend"],
+        backend=params["backend"] or default_backend(len(widths)),
         budget=Budget(**given),
         finetune_budget=replace(FINETUNE_BUDGET, optim_time=params["finetune_time"]),
         seed=params["seed"],

@@ -95,6 +95,13 @@ def probe_widths(max_width: int) -> list[int]:
     return widths if widths[-1] == max_width else [*widths, int(max_width)]
 
 
+def default_backend(hidden_layers: int) -> str:
+    """``gn`` for one hidden layer (float64 Gauss-Newton: a relu 10-32-10 student reaches 1e-27 in
+    15 s where the flow trainer's exact Hessians leave it at 0.1, docs/recover.md), ``flow``
+    for deeper students (the only float64 trainer of several hidden layers)."""
+    return "gn" if hidden_layers == 1 else "flow"
+
+
 def student_params(d_in: int, d_out: int, width: int, hidden_layers: int) -> int:
     return MLPSpec((d_in, *[width] * hidden_layers, d_out), "tanh").n_params
 
@@ -109,7 +116,7 @@ def find_width(
     budget: Budget = PROBE_BUDGET,
     zero_loss: float = ZERO_LOSS,
     seed: int = 0,
-    backend: str = "flow",
+    backend: str | None = None,
     n_jobs: int | None = None,
     done: Sequence[Probe] = (),
     on_probe: Callable[[Probe], None] | None = None,
@@ -136,6 +143,10 @@ def find_width(
         Near zero: training MSE at most ``zero_loss`` times the outputs' mean variance.
     seed : int
         Student ``j`` of every probe starts from ``student_seed(seed, j)``.
+    backend : str, optional
+        Trainer of the probes (default :func:`default_backend` of each depth).
+    n_jobs : int, optional
+        Worker processes (None: all cores).
     done : sequence of Probe
         Probes of an earlier invocation (a resumed run): not trained again.
     on_probe : callable(Probe), optional
@@ -167,7 +178,8 @@ def find_width(
                 probe = saved.get((depth, width, act))
                 if probe is None:
                     spec = MLPSpec((X.shape[1], *[width] * depth, y.shape[1]), act)
-                    results = train_students(spec, X, y, seeds, backend=backend, budget=budget, n_jobs=n_jobs)
+                    results = train_students(spec, X, y, seeds, backend=backend or default_backend(depth),
+                                             budget=budget, n_jobs=n_jobs)
                     probe = Probe(width, depth, act, tuple(float(r.loss) for r in results),
                                   tuple(float(r.seconds) for r in results))
                     if on_probe is not None:

@@ -217,7 +217,8 @@ def from_callable(function: Callable[[Array], Array], d_in: int, source: str = "
     """A Python function mapping (n, d_in) float64 arrays to (n, k) as an :class:`ExternalModel`."""
     if not callable(function):
         raise ModelError(f"{source!r} is {type(function).__name__}, not a function")
-    return ExternalModel(source, "callable", function, int(d_in), identity=identity or source)
+    identity = identity or hashlib.sha256(source.encode()).hexdigest()[:16]
+    return ExternalModel(source, "callable", function, int(d_in), identity=identity)
 
 
 def from_pairs(X, y, source: str = "query pairs") -> ExternalModel:
@@ -365,7 +366,7 @@ def _load_callable(source: str, d_in: int | None) -> ExternalModel:
     function = getattr(module, attr, None)
     if function is None:
         raise ModelError(f"MODEL={source!r}: module {module_name!r} has no {attr!r}")
-    return from_callable(function, d_in, source, identity=source)
+    return from_callable(function, d_in, source)
 
 
 def _load_pairs(path: Path) -> ExternalModel:
