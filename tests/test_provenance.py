@@ -100,7 +100,9 @@ def test_store_invocations_record_the_environment_and_old_stores_gain_the_column
     assert json.loads(new["environment"])["packages"]["numpy"] == metadata.version("numpy")
 
 
-BENCHMARKS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py"))
+# benchmarks/_*.py are helpers that benchmarks import (e.g. _art.py), not scripts that write results
+BENCHMARKS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py")
+                    if not p.stem.startswith("_"))
 
 
 @pytest.mark.parametrize("name", BENCHMARKS)

@@ -302,3 +302,19 @@ def test_api_recovers_a_relu_callable_with_unknown_width_and_activation(tmp_path
     assert result.spec.hidden_sizes == (2,) and result.report["status"] == "recovered"
     X = rng.normal(size=(100, 4))
     assert np.allclose(result.predict(X), network(X), rtol=0, atol=1e-10)
+
+
+def test_recover_from_query_pairs_splits_them_and_skips_step1_with_width(tmp_path):
+    spec = MLPSpec((3, 2, 1), "tanh")
+    theta = np.random.default_rng(4).normal(size=spec.n_params)
+    X = np.random.default_rng(5).uniform(-2, 2, size=(3000, 3))
+    np.savez(tmp_path / "pairs.npz", X=X, y=spec.forward(theta, X))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["recover", str(tmp_path / "pairs.npz"), "--width", "2", "--act", "tanh",
+                                      "--out", str(out), *FAST])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["queries"] == {**report["queries"], "train": 2400, "test": 600, "total": 3000}
+    assert report["step1"]["stop"] == "given" and report["students"]["width"] == [4]
+    assert report["summary"]["m_hat"] == [2] and report["status"] == "recovered", report["summary"]
+    assert "param_error" not in report["summary"]  # the pairs carry no weights to compare with

@@ -31,7 +31,9 @@ Array = np.ndarray
 # Near-zero loss of Step 1: training MSE at most this times the outputs' mean variance (the
 # paper's 1e-14 on its unit-variance synthetic outputs).
 ZERO_LOSS = 1e-14
-PROBE_BUDGET = Budget(ode_time=10.0, optim_time=10.0)
+# 30 s: with 10 s, gn probes of width 16-64 for relu 10-16-10 teachers stopped at 1e-4 (2 of 3 seeds,
+# docs/recover.md); probes narrower than the teacher mostly stop early, at their local minimum.
+PROBE_BUDGET = Budget(ode_time=30.0, optim_time=30.0)
 # Training queries per student parameter below which zero loss says little (the student
 # could interpolate the queries whatever the teacher).
 QUERIES_PER_PARAM = 4
@@ -96,9 +98,9 @@ def probe_widths(max_width: int) -> list[int]:
 
 
 def default_backend(hidden_layers: int) -> str:
-    """``gn`` for one hidden layer (float64 Gauss-Newton: a relu 10-32-10 student reaches 1e-27 in
-    15 s where the flow trainer's exact Hessians leave it at 0.1, docs/recover.md), ``flow``
-    for deeper students (the only float64 trainer of several hidden layers)."""
+    """``gn`` for one hidden layer (float64 Gauss-Newton: with the flow trainer's exact Hessians
+    Step 1 found no width for relu 10-16-10 models, docs/recover.md), ``flow`` for deeper
+    students (the only float64 trainer of several hidden layers)."""
     return "gn" if hidden_layers == 1 else "flow"
 
 
