@@ -35,15 +35,15 @@ from ..metrics import compare, output_error_bits, parameter_error, rmse
 from ..mlp import MLPSpec
 from ..progress import Event
 from ..queries import DATASET_NAMES, load_dataset, uniform_inputs
-from ..reconstruct import DEEP_BETA, DEEP_GAMMA, ExpandAndCluster, LayerwiseExpandAndCluster, ReconstructionError
+from ..reconstruct import DEEP_GAMMA, ExpandAndCluster, LayerwiseExpandAndCluster, ReconstructionError
 from ..reconstruct import Probe, find_width
 from ..reconstruct._expansion import PROBE_BUDGET, QUERIES_PER_PARAM, ZERO_LOSS, default_backend
 from ..runs import RunDir
 from ..runs.rundir import problem_record
 from ..teachers.external import ExternalModel, ModelError, load_model
 from ..train import Budget
-from .synth import _BUDGET_PARAMS, DEEP_LOSS_RATIO, EXACT_RMSE, SHALLOW_BETA, SHALLOW_GAMMA, _retrain_message
-from .synth import _training_text, write_plots
+from .synth import _BUDGET_PARAMS, EXACT_RMSE, SHALLOW_GAMMA, _estimator_options, _retrain_message, _training_text
+from .synth import clustering_defaults, write_plots
 
 Array = np.ndarray
 
@@ -334,8 +334,8 @@ def run_recover(model: ExternalModel, params: dict, out: str | Path | None = Non
     spec = est.student_spec(X.shape[1], y.shape[1])
     run.check_students(problem_record(
         data=(f"{len(X)} {params['queries']} queries of {model.source}", (X, y)),
-        training=(_training_text(est.backend, est.budget) + f", {act}, width {widths}",
-                  ({"backend": est.backend, "budget": asdict(est.budget), "spec": list(spec.layer_sizes),
+        training=(_training_text(est.backend, est.budget or Budget()) + f", {act}, width {widths}",
+                  ({"backend": est.backend, "budget": asdict(est.budget or Budget()), "spec": list(spec.layer_sizes),
                     "act": act},)),
     ), trusted=resumed)
     done = run.load_students(est.n_students, spec, est.student_seeds(), on_skip=_retrain_message(progress))
@@ -391,25 +391,13 @@ def _no_width_message(search: dict, params: dict) -> str:
 
 
 def _estimator(params: dict, act: str, widths: tuple[int, ...], progress, retrain_dir: Path) -> ExpandAndCluster:
-    deep = len(widths) > 1
-    beta = (params["beta"] if params["beta"] is not None
-            else ((SHALLOW_BETA, *[DEEP_BETA] * (len(widths) - 1)) if deep else SHALLOW_BETA))
-    given = {p.name: params[p.name] for p in _BUDGET_PARAMS if params.get(p.name) is not None}
-    options = dict(
-        n_students=params["n_students"],
-        gamma=params["gamma"] if params["gamma"] is not None else (DEEP_GAMMA if deep else SHALLOW_GAMMA),
-        beta=beta,
-        loss_ratio=DEEP_LOSS_RATIO if deep else math.inf,
-        activation=act,
-        backend=params["backend"] or default_backend(len(widths)),
-        budget=Budget(**given),
-        finetune_budget=replace(FINETUNE_BUDGET, optim_time=params["finetune_time"]),
-        seed=params["seed"],
-        n_jobs=params["jobs"] or None,
-        progress=progress,
-    )
-    if deep:
-        return LayerwiseExpandAndCluster(widths, retrain_dir=retrain_dir, **options)
+    """The estimator of ``ec synth`` for students of ``widths`` (its clustering defaults by depth)."""
+    defaults = clustering_defaults(len(widths))
+    merged = {**params, **{k: v for k, v in defaults.items() if params.get(k) is None}, "act": act,
+              "backend": params["backend"] or default_backend(len(widths)), "student_seed": params["seed"]}
+    options = _estimator_options(merged, progress, retrain_dir)
+    if len(widths) > 1:
+        return LayerwiseExpandAndCluster(widths, **options)
     return ExpandAndCluster(widths, **options)
 
 

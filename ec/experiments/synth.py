@@ -107,15 +107,17 @@ def with_clustering_defaults(params: dict) -> dict:
     :data:`SHALLOW_GAMMA`, :data:`SHALLOW_BETA` and every student for one hidden layer; for
     a deep teacher :data:`DEEP_GAMMA`, one beta per hidden layer (:data:`SHALLOW_BETA` for
     the first, then :data:`DEEP_BETA`) and :data:`DEEP_LOSS_RATIO`."""
-    n_hidden = len(teacher_sizes(params)) - 2
-    out = dict(params)
-    if out.get("gamma") is None:
-        out["gamma"] = DEEP_GAMMA if n_hidden > 1 else SHALLOW_GAMMA
-    if out.get("beta") is None:
-        out["beta"] = (SHALLOW_BETA, *[DEEP_BETA] * (n_hidden - 1)) if n_hidden > 1 else SHALLOW_BETA
-    if out.get("loss_ratio") is None:
-        out["loss_ratio"] = DEEP_LOSS_RATIO if n_hidden > 1 else math.inf
-    return out
+    defaults = clustering_defaults(len(teacher_sizes(params)) - 2)
+    return {**params, **{k: v for k, v in defaults.items() if params.get(k) is None}}
+
+
+def clustering_defaults(n_hidden: int) -> dict:
+    """``gamma``, ``beta`` and ``loss_ratio`` for students with ``n_hidden`` hidden layers (see
+    :func:`with_clustering_defaults`)."""
+    if n_hidden > 1:
+        return {"gamma": DEEP_GAMMA, "beta": (SHALLOW_BETA, *[DEEP_BETA] * (n_hidden - 1)),
+                "loss_ratio": DEEP_LOSS_RATIO}
+    return {"gamma": SHALLOW_GAMMA, "beta": SHALLOW_BETA, "loss_ratio": math.inf}
 
 
 def _widths_param(value) -> int | tuple[int, ...]:
@@ -217,8 +219,10 @@ def default_n_students(r: int) -> int:
 
 def n_students(params: dict) -> int:
     """``--n-students``, else :func:`default_n_students` (10 for a deep teacher, A.6.4)."""
+    if params.get("n_students"):
+        return params["n_students"]
     sizes = teacher_sizes(params)
-    return params.get("n_students") or (10 if len(sizes) > 3 else default_n_students(sizes[1]))
+    return 10 if len(sizes) > 3 else default_n_students(sizes[1])
 
 
 def teacher_sizes(params: dict) -> tuple[int, ...]:
