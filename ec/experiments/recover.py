@@ -23,7 +23,7 @@ import zipfile
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NoReturn
 
 import numpy as np
 
@@ -40,7 +40,7 @@ from ..reconstruct import Probe, find_width
 from ..reconstruct._expansion import PROBE_BUDGET, QUERIES_PER_PARAM, ZERO_LOSS, default_backend
 from ..runs import RunDir
 from ..runs.rundir import problem_record
-from ..teachers.external import ExternalModel, ModelError, load_model
+from ..teachers.external import ExternalModel, ModelError, from_callable, from_pairs, from_torch, load_model
 from ..train import Budget
 from .synth import _BUDGET_PARAMS, EXACT_RMSE, SHALLOW_GAMMA, _estimator_options, _retrain_message, _training_text
 from .synth import clustering_defaults, write_plots
@@ -236,8 +236,6 @@ def recover_model(model, params: dict | None = None, out: str | Path | None = No
                   progress: Callable | None = None) -> dict:
     """Load ``model`` (a path, ``module:function``, a torch module, a callable or ``(X, y)``)
     and run :func:`run_recover`."""
-    from ..teachers.external import from_callable, from_pairs, from_torch
-
     params = RECOVER.resolve(params or {})
     if isinstance(model, ExternalModel):
         pass
@@ -327,7 +325,7 @@ def run_recover(model: ExternalModel, params: dict, out: str | Path | None = Non
         "step1": search,
     }
     if search["width"] is None:
-        return _fail(run, report, _no_width_message(search, params))
+        _fail(run, report, _no_width_message(search, params))
     act, depth = search["activation"], search["hidden_layers"]
     widths = (int(math.ceil(params["rho"] * search["width"])),) * depth
     est = _estimator(params, act, widths, progress, run.path / "retrained")
@@ -346,7 +344,7 @@ def run_recover(model: ExternalModel, params: dict, out: str | Path | None = Non
     try:
         est.fit(X, y, students=students)
     except ReconstructionError as exc:
-        return _fail(run, report, str(exc))
+        _fail(run, report, str(exc))
     report.update(_evaluate(est, model, params, data, progress))
     report["reconstruction"] = est.report_
     report["seconds"] = {"total": time.perf_counter() - t0}
@@ -370,7 +368,8 @@ def _plots(est: ExpandAndCluster, report: dict, folder: Path) -> None:
         plot_dendrogram(est.clusters_[0], folder / "dendrogram.png")
 
 
-def _fail(run: RunDir, report: dict, message: str) -> dict:
+def _fail(run: RunDir, report: dict, message: str) -> NoReturn:
+    """Write the failed report (no stale result files beside it) and raise."""
     report.update(status="failed", error=message)
     RunDir.clear_result(run.path)
     atomic_write_json(run.path / "report.json", report)
@@ -378,7 +377,7 @@ def _fail(run: RunDir, report: dict, message: str) -> dict:
 
 
 def _no_width_message(search: dict, params: dict) -> str:
-    best = min((p for p in search["probes"]), key=lambda p: Probe(**p).best, default=None)
+    best = min(search["probes"], key=lambda p: Probe(**p).best, default=None)
     where = (f"; the best was {Probe(**best).best:.2e} at width {best['width']} ({best['activation']})"
              if best else "")
     if search["stop"] == "queries":

@@ -373,14 +373,13 @@ def _load_pairs(path: Path) -> ExternalModel:
     if path.suffix.lower() == ".npz":
         try:
             with np.load(path, allow_pickle=False) as f:
-                if "X" not in f.files or "y" not in f.files:
-                    raise ModelError(f"{str(path)!r} holds {f.files}; a pairs file needs arrays named X and y")
-                X, y = f["X"], f["y"]
+                arrays = {name: f[name] for name in f.files if name in ("X", "y")}
+                names = f.files
         except (OSError, ValueError, zipfile.BadZipFile) as exc:
-            if isinstance(exc, ModelError):
-                raise
             raise ModelError(f"{str(path)!r} is not a readable .npz file ({type(exc).__name__}: {exc})") from None
-        return from_pairs(X, y, str(path))
+        if len(arrays) < 2:
+            raise ModelError(f"{str(path)!r} holds {names}; a pairs file needs arrays named X and y")
+        return from_pairs(arrays["X"], arrays["y"], str(path))
     import pandas as pd
 
     try:
