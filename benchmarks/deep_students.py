@@ -1,8 +1,12 @@
 """Deep students of a synthetic A.4 teacher: how low, and how fast, their loss gets with each
 second-order finish of the flow backend: ``newton`` (trust region with the exact Hessian),
 ``lm`` (Levenberg-Marquardt with the exact Gauss-Newton matrix, the default for deep students
-since 2026-12-07) and ``lm+reduce`` (the same with the symmetry reduction of deep students,
-``reduce_deep``, the default since 2026-12-07, session 9).
+since 2026-12-07), ``lm+reduce`` (the same with the symmetry reduction of deep students,
+``reduce_deep``, the default since 2026-12-07, session 9, tried once a student's loss is below
+``reduce_deep_below`` of the output variance, since 2026-12-08) and ``lm+reduce-always`` (the
+reduction tried at every round whatever the loss, as before 2026-12-08). Levenberg-Marquardt
+stops a student whose loss fell less than 2x in 200 steps (``stall_steps``, since
+2026-12-08); ``+nostall`` after a method turns that off (``lm+reduce+nostall``).
 
 The same initialisations (seeds 0, 1, ...) and the same gradient-flow phase feed every
 method; budgets and times are CPU seconds of one core (``clock="cpu"``), so a loaded machine
@@ -42,7 +46,7 @@ from ec.train.flow.backend import FlowTrainer
 
 RESULTS = Path(__file__).parent / "results"
 THRESHOLDS = (1e-20, 1e-14)
-METHODS = ("newton", "lm", "lm+reduce")
+METHODS = ("newton", "lm", "lm+reduce", "lm+reduce-always")
 
 
 def first_layer_angles(spec: MLPSpec, theta: np.ndarray, teacher) -> tuple[float, int]:
@@ -80,14 +84,17 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--optim-cpu", type=float, default=30.0, help="CPU-s of each second-order finish")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--resume", action="store_true", help="keep rows already in the CSV")
+    parser.add_argument("--tag", default="", help="appended to the CSV's name (keeps an earlier table's file)")
     args = parser.parse_args(argv)
     methods = args.methods.split(",")
     for m in methods:
-        if m not in METHODS:
-            parser.error(f"--methods: {m!r}; allowed: {', '.join(METHODS)}")
+        base, *flags = m.split("+nostall")
+        if base not in METHODS or any(flags):
+            parser.error(f"--methods: {m!r}; allowed: {', '.join(METHODS)}, each optionally followed by +nostall")
 
     sizes = tuple(args.layers)
     tag = f"{'-'.join(map(str, sizes))}-s{args.teacher_seed}-rho{args.rho}-ode{args.ode_cpu:g}-opt{args.optim_cpu:g}"
+    tag += f"-{args.tag}" if args.tag else ""
     out = RESULTS / f"deep_students-{tag}.csv"
     teacher = make_teacher(sizes, args.teacher_seed)
     data = teacher.dataset(args.n, 1000)
@@ -106,8 +113,13 @@ def main(argv=None) -> pd.DataFrame:
             start = flow.fit(spec, data.X_train, data.y_train, spec.init_params(seed),
                              Budget(ode_steps=unbounded, ode_time=args.ode_cpu, optim_steps=0))
             for method in todo:
-                optim_method, _, reduce = method.partition("+")
-                res = FlowTrainer(clock="cpu", optim_method=optim_method, reduce_deep=reduce == "reduce").fit(
+                base = method.removesuffix("+nostall")
+                optim_method, _, reduce = base.partition("+")
+                options = {"reduce_deep_below": np.inf} if reduce == "reduce-always" else {}
+                if method.endswith("+nostall"):
+                    options["stall_steps"] = 0
+                res = FlowTrainer(clock="cpu", optim_method=optim_method, reduce_deep=reduce.startswith("reduce"),
+                                  **options).fit(
                     spec, data.X_train, data.y_train, start.params,
                     Budget(ode_steps=0, optim_steps=unbounded, optim_time=args.optim_cpu))
                 worst, near = first_layer_angles(spec, res.params, teacher)

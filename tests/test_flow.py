@@ -209,3 +209,56 @@ def test_warm_up_never_forms_the_students_hessian(monkeypatch):
                       Budget(ode_steps=2, optim_steps=2))
     assert sizes and sizes[0] < 50  # the warm-up's network
     assert spec.n_params not in sizes
+
+
+@pytest.fixture(scope="module")
+def stuck_deep_student():
+    """A 3-4-4-1 student of a 3-2-2-1 teacher with its first-layer weights fixed at random
+    directions: no zero-loss point is within its reach, so Levenberg-Marquardt levels off."""
+    teacher = make_teacher((3, 2, 2, 1), seed=1)
+    data = teacher.dataset(500, 10)
+    spec = MLPSpec((3, 4, 4, 1), teacher.spec.activation)
+    trainable = np.ones(spec.n_params, dtype=bool)
+    w0, b0, _ = spec.offsets()[0]
+    trainable[w0:b0] = False
+    return spec, data.X_train, data.y_train, spec.init_params(3), trainable
+
+
+def test_levenberg_marquardt_stops_a_stalled_student(stuck_deep_student):
+    spec, X, y, theta0, trainable = stuck_deep_student
+    budget = Budget(ode_steps=0, optim_steps=3000, optim_time=300)
+    stalled = FlowTrainer(stall_steps=30, stall_factor=2.0).fit(spec, X, y, theta0, budget, trainable)
+    assert stalled.stop_reason == "stalled" and 30 < stalled.phases[0].steps < 3000
+    assert stalled.loss > 1e-10  # it did stop in a valley, not at a zero-loss point
+    # The stop ends the run and changes nothing before it: the same number of steps without
+    # the rule gives the same student, bit for bit.
+    steps = stalled.phases[0].steps
+    same = FlowTrainer(stall_steps=0).fit(spec, X, y, theta0, Budget(ode_steps=0, optim_steps=steps, optim_time=300),
+                                          trainable)
+    assert same.stop_reason == "budget" and np.array_equal(same.params, stalled.params)
+
+
+def test_a_converging_deep_student_is_not_stopped_as_stalled():
+    teacher = make_teacher((3, 2, 2, 1), seed=1)
+    data = teacher.dataset(1000, 10)
+    theta0 = teacher.params + 0.02 * np.random.default_rng(0).normal(size=teacher.spec.n_params)
+    res = FlowTrainer(optim_method="lm", stall_steps=5, stall_factor=2.0).fit(
+        teacher.spec, data.X_train, data.y_train, theta0, Budget(ode_steps=0, optim_steps=100, optim_time=60))
+    assert res.stop_reason in ("min_loss", "min_grad", "converged") and res.loss < 1e-28
+
+
+def test_deep_students_try_the_reduction_only_below_the_gate(stuck_deep_student):
+    spec, X, y, theta0, _ = stuck_deep_student
+    budget = Budget(ode_steps=50, optim_steps=200, optim_time=60)
+    gated = FlowTrainer(reduce_after=20, stall_steps=0).fit(spec, X, y, theta0, budget)
+    assert gated.loss > 1e-9 * np.var(y)  # far from zero loss: no attempt
+    assert "reduce" not in [p.name for p in gated.phases]
+    always = FlowTrainer(reduce_after=20, stall_steps=0, reduce_deep_below=np.inf).fit(spec, X, y, theta0, budget)
+    assert "reduce" in [p.name for p in always.phases]
+
+
+@pytest.mark.parametrize("option, value", [("stall_steps", -1), ("stall_steps", 2.5), ("stall_factor", 0.5),
+                                           ("reduce_deep_below", 0.0)])
+def test_flow_trainer_refuses_bad_stall_and_gate_options(option, value):
+    with pytest.raises(ValueError, match=f"{option}={value!r}"):
+        FlowTrainer(**{option: value})

@@ -219,3 +219,5 @@ def test_diagnosis_names_unconverged_students_and_near_misses():
     assert lines[0].startswith("students not converged: 2 of 3 below 1e-14") and "--ode-time" in lines[0]
     assert "layer 1: 1 cluster(s) held by 4 students, short of the 5" in lines[1] and "--gamma" in lines[1]
     assert diagnose([1e-30, 1e-31], [{"near_misses": [], "min_size": 2}], 2) == []
+    stalled = diagnose([1e-30, 2e-8, 3e-8], [], 3, stalled=2)
+    assert "2 stopped as stalled" in stalled[0] and "--n-students" in stalled[0] and "--ode-time" not in stalled[0]

@@ -429,6 +429,7 @@ def evaluate(est: ExpandAndCluster, teacher: Teacher, data, students, target: Pa
             "width": _widths(students[0].spec),
             "losses": losses,
             "failed": sum(bool(s.failed) for s in students),
+            "stop_reasons": [s.stop_reason for s in students],
             "seconds": [s.seconds for s in students],
         },
     }
@@ -436,7 +437,7 @@ def evaluate(est: ExpandAndCluster, teacher: Teacher, data, students, target: Pa
     try:
         est.fit(data.X_train, data.y_train, students=students)
     except ReconstructionError as exc:
-        report.update(status="failed", error=str(exc), diagnosis=diagnose(losses, [], len(students)),
+        report.update(status="failed", error=str(exc), diagnosis=diagnose(losses, [], len(students), _stalled(students)),
                       summary={"r": _widths(teacher.spec), "m_hat": 0, "test_rmse": math.nan})
         RunDir.clear_result(target)
         atomic_write_json(target / "report.json", report)
@@ -454,7 +455,7 @@ def evaluate(est: ExpandAndCluster, teacher: Teacher, data, students, target: Pa
         seconds={"reconstruction": time.perf_counter() - t0},
     )
     if report["status"] != "recovered":
-        report["diagnosis"] = diagnose(losses, est.report_["layers"], est.report_["n_students"])
+        report["diagnosis"] = diagnose(losses, est.report_["layers"], est.report_["n_students"], _stalled(students))
     RunDir.save_result(target, est.spec_, est.params_, est.clusters_[0], report, rows)
     if plots:
         if progress is not None:
@@ -463,7 +464,12 @@ def evaluate(est: ExpandAndCluster, teacher: Teacher, data, students, target: Pa
     return report
 
 
-def diagnose(losses: list[float], layers: list[dict], n_students: int) -> list[str]:
+def _stalled(students) -> int:
+    """How many students stopped as stalled above zero loss."""
+    return sum(s.stop_reason == "stalled" and s.loss > ZERO_LOSS for s in students)
+
+
+def diagnose(losses: list[float], layers: list[dict], n_students: int, stalled: int = 0) -> list[str]:
     """Why a reconstruction may have failed, each reason one line a user can act on.
 
     Parameters
@@ -473,14 +479,22 @@ def diagnose(losses: list[float], layers: list[dict], n_students: int) -> list[s
     layers : list of dict
         Per hidden layer, the estimator's report (``near_misses``, ``min_size``).
     n_students : int
+    stalled : int
+        How many of the unconverged students stopped as stalled (no progress: more time
+        does not help them, more students may).
     """
     lines = []
     finite = sorted(x for x in losses if math.isfinite(x))
     converged = sum(x <= ZERO_LOSS for x in finite)
     if converged < len(losses):
         median = finite[len(finite) // 2] if finite else math.nan
-        lines.append(f"students not converged: {converged} of {len(losses)} below {ZERO_LOSS:g} (median loss "
-                     f"{median:.1e}); raise --ode-time / --optim-time")
+        line = f"students not converged: {converged} of {len(losses)} below {ZERO_LOSS:g} (median loss {median:.1e})"
+        if stalled:
+            line += (f"; {stalled} stopped as stalled in a local valley, where more time does not help: raise "
+                     "--n-students for more starts")
+        else:
+            line += "; raise --ode-time / --optim-time"
+        lines.append(line)
     for i, layer in enumerate(layers):
         near = layer.get("near_misses") or []
         if near:

@@ -87,7 +87,8 @@ class TrainResult:
     grad_norm : float
         Infinity norm of the gradient at ``params``.
     stop_reason : str
-        ``"min_loss"``, ``"min_grad"``, ``"budget"``, ``"converged"`` or ``"error"``.
+        ``"min_loss"``, ``"min_grad"``, ``"budget"``, ``"converged"``, ``"stalled"`` (flow:
+        Levenberg-Marquardt made too little progress) or ``"error"``.
     phases : tuple of PhaseStats
     loss_curve : ndarray of float64, shape (k, 2)
         ``(seconds since start, loss)`` samples.

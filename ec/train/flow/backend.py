@@ -54,8 +54,19 @@ class FlowTrainer(SequentialFitMany):
         Also reduce students with several hidden layers, in the second-order phase (reduced
         networks finished by Levenberg-Marquardt, a rung abandoned after 10 steps without
         progress). 3-8-8-1 students at 1e-12 .. 1e-17, converging linearly, reach 1e-31 in
-        a few seconds; those far from a reducible network (1e-6 .. 1e-7) lose 10-25 % of
-        their second-order phase to the attempts (docs/trainer.md).
+        a few seconds (docs/trainer.md).
+    stall_steps, stall_factor : int, float
+        Levenberg-Marquardt (the second-order phase of deep students, and of students with
+        fixed layers) stops when its best loss fell less than ``stall_factor`` times over the
+        last ``stall_steps`` steps (``stall_steps=0``: never). Deep students and retrained
+        students that stop in an imitation valley stay there: 3-8-8-1 students went from
+        ~1e-8 to 9.9e-9 in 4800 more steps (270 s); students on their way to zero loss gain
+        orders of magnitude per 100 steps (docs/trainer.md).
+    reduce_deep_below : float
+        A deep student tries the reduction only once its loss is below this fraction of the
+        outputs' variance: the 3-8-8-1 students that reduce do so from 1e-12 .. 1e-17, and
+        the attempts of students stuck at 1e-6 .. 1e-8 took 30-75 % of their second-order
+        phase (docs/trainer.md).
     reduce_after : int
         Each phase runs in rounds of ``reduce_after``, then 2x, 4x, ... as many steps; a
         reduction is tried before each round when the best loss fell since the last try
@@ -81,6 +92,9 @@ class FlowTrainer(SequentialFitMany):
         reduce_after: int = 100,
         reduce_steps: int = 50,
         reduce_deep: bool = True,
+        reduce_deep_below: float = 1e-9,
+        stall_steps: int = 200,
+        stall_factor: float = 2.0,
     ):
         choose_ode_method(0, ode_method)  # validate the names
         choose_method(0, optim_method)
@@ -101,6 +115,15 @@ class FlowTrainer(SequentialFitMany):
         self.reduce_after = reduce_after
         self.reduce_steps = reduce_steps
         self.reduce_deep = reduce_deep
+        if not reduce_deep_below > 0:
+            raise ValueError(f"reduce_deep_below={reduce_deep_below!r}; allowed: > 0 (inf: from the start)")
+        self.reduce_deep_below = reduce_deep_below
+        if isinstance(stall_steps, bool) or not isinstance(stall_steps, (int, np.integer)) or stall_steps < 0:
+            raise ValueError(f"stall_steps={stall_steps!r}; allowed: an int >= 0 (0: never stop as stalled)")
+        if not stall_factor >= 1:
+            raise ValueError(f"stall_factor={stall_factor!r}; allowed: >= 1")
+        self.stall_steps = int(stall_steps)
+        self.stall_factor = float(stall_factor)
 
     def fit(
         self,
@@ -131,6 +154,7 @@ class FlowTrainer(SequentialFitMany):
         obj = Objective(MSE(spec, X, y), theta0, trainable, budget, self.clock)
         log = _PhaseLog(obj)
         reducible = self.reduce and obj.all_free and (len(spec.hidden_sizes) == 1 or self.reduce_deep)
+        reduce_below = self.reduce_deep_below * _output_variance(y) if deep else np.inf
         reason = "budget"
         if budget.ode_steps > 0 and budget.ode_time > 0:
             method = choose_ode_method(obj.n_free, self.ode_method, self.exp_euler_max_params)
@@ -141,14 +165,18 @@ class FlowTrainer(SequentialFitMany):
             # Deep students are far from any reducible network during the flow: attempts there
             # took a quarter to half of 3-8-8-1 students' time. The second-order phase starts
             # with one.
-            reason = self._in_rounds(obj, log, method, flow, budget.ode_steps, budget.ode_time, reducible and not deep)
+            reason = self._in_rounds(obj, log, method, flow, budget.ode_steps, budget.ode_time, reducible and not deep,
+                                     reduce_below)
         if reason not in _FINAL and budget.optim_steps > 0 and budget.optim_time > 0:
             method = choose_method(obj.n_free, self.optim_method, self.newton_max_params, self.bfgs_max_params, deep)
 
-            def optimise(u, steps, seconds):
-                return second_order(obj, u, steps, seconds, method)
+            stall = (self.stall_steps, self.stall_factor) if self.stall_steps else None
 
-            reason = self._in_rounds(obj, log, method, optimise, budget.optim_steps, budget.optim_time, reducible)
+            def optimise(u, steps, seconds):
+                return second_order(obj, u, steps, seconds, method, stall)
+
+            reason = self._in_rounds(obj, log, method, optimise, budget.optim_steps, budget.optim_time, reducible,
+                                     reduce_below)
         if not np.isfinite(obj.best_loss):  # no phase ran: evaluate the starting point
             obj.deadline = np.inf
             try:
@@ -160,7 +188,7 @@ class FlowTrainer(SequentialFitMany):
             params=obj.theta(obj.best_u),
             loss=float(obj.best_loss),
             grad_norm=float(obj.best_grad),
-            stop_reason=reason if reason in (*_FINAL, "budget") else "converged",
+            stop_reason=reason if reason in (*_FINAL, "budget", "stalled") else "converged",
             phases=log.stats(),
             loss_curve=np.array(obj.curve, dtype=np.float64).reshape(-1, 2),
             backend=self.name,
@@ -186,18 +214,20 @@ class FlowTrainer(SequentialFitMany):
             )
 
     def _in_rounds(
-        self, obj: Objective, log: "_PhaseLog", name: str, phase, steps: int, seconds: float, reducible: bool
+        self, obj: Objective, log: "_PhaseLog", name: str, phase, steps: int, seconds: float, reducible: bool,
+        reduce_below: float = np.inf,
     ) -> str:
         """Run ``phase(u, steps, seconds) -> (u, steps, reason)`` in rounds of ``reduce_after``,
         then twice, four times, ... as many steps; after each round (and at the start of a
         later phase) when the best loss has fallen since the last try, try the reduction and
         go on from its result when it helped: a student that has reached a degenerate zero-loss
-        configuration need not crawl on. Rounds end on steps, not seconds, so the same seed
+        configuration need not crawl on. No try while the best loss is at or above
+        ``reduce_below``. Rounds end on steps, not seconds, so the same seed
         gives the same student whenever the time budget is not what stops it."""
         u, end, size = obj.best_u, obj.now() + seconds, self.reduce_after if reducible else steps
         reason, over = "budget", False
         while True:
-            if reducible and log.rounds and obj.best_loss < log.reduced_at and end > obj.now():
+            if reducible and log.rounds and obj.best_loss < min(log.reduced_at, reduce_below) and end > obj.now():
                 log.reduced_at = tried_at = obj.best_loss
                 _, _, why = log.run("reduce", reduction_finish, obj, end - obj.now(), self.reduce_steps)
                 if why in _FINAL:
@@ -211,6 +241,13 @@ class FlowTrainer(SequentialFitMany):
             if reason in _FINAL:
                 return reason
             over = reason != "budget" or steps <= 0 or end <= obj.now()
+
+
+def _output_variance(y: Array) -> float:
+    """Mean variance of the output columns (1 when they are all constant, so the threshold
+    stays a loss)."""
+    var = float(np.mean(np.var(np.asarray(y).reshape(len(y), -1), axis=0)))
+    return var if var > 0 else 1.0
 
 
 def _warm_up(spec: MLPSpec, X: Array, y: Array) -> None:

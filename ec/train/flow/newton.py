@@ -45,7 +45,8 @@ def choose_method(n_free: int, method: str = "auto", newton_max_params: int = 10
     return "bfgs" if n_free <= bfgs_max_params else "lbfgs"
 
 
-def second_order(obj: Objective, u0: Array, max_steps: int, max_time: float, method: str = "newton") -> tuple[Array, int, str]:
+def second_order(obj: Objective, u0: Array, max_steps: int, max_time: float, method: str = "newton",
+                 stall: tuple[int, float] | None = None) -> tuple[Array, int, str]:
     """Minimise from ``u0`` for at most ``max_steps`` iterations / ``max_time`` seconds.
 
     Parameters
@@ -56,6 +57,10 @@ def second_order(obj: Objective, u0: Array, max_steps: int, max_time: float, met
         Iterations (Newton: accepted steps, each with a new Hessian).
     max_time : float
     method : {"newton", "lm", "bfgs", "lbfgs"}
+    stall : (int, float), optional
+        ``(steps, factor)``: Levenberg-Marquardt stops with ``"stalled"`` when its best loss
+        fell less than ``factor`` times over the last ``steps`` steps (counted over every
+        call on ``obj``, so a phase run in rounds is judged as a whole).
 
     Returns
     -------
@@ -65,7 +70,7 @@ def second_order(obj: Objective, u0: Array, max_steps: int, max_time: float, met
         Iterations done.
     reason : str
         ``"min_loss"``, ``"min_grad"``, ``"budget"``, ``"converged"`` (no further decrease
-        is possible in float64) or ``"optimizer: <message>"``.
+        is possible in float64), ``"stalled"`` or ``"optimizer: <message>"``.
     """
     obj.deadline = obj.now() + max_time
     state = {"u": np.array(u0, dtype=np.float64), "steps": 0}
@@ -73,7 +78,7 @@ def second_order(obj: Objective, u0: Array, max_steps: int, max_time: float, met
         if method == "newton":
             reason = _trust_newton(obj, state, max_steps)
         elif method == "lm":
-            reason = _levenberg_marquardt(obj, state, max_steps)
+            reason = _levenberg_marquardt(obj, state, max_steps, stall)
         else:
             reason = _scipy(obj, state, max_steps, _SCIPY[method])
     except Stop as stop:
@@ -184,12 +189,17 @@ def _trust_newton(obj, state, max_steps, radius=1.0):
     return "budget"
 
 
-def _levenberg_marquardt(obj, state, max_steps):
+def _levenberg_marquardt(obj, state, max_steps, stall=None):
     """Levenberg-Marquardt with Nielsen's damping update, each step solved exactly in the
     eigenbasis of the Gauss-Newton matrix (one eigendecomposition serves every damping tried;
-    a rejected step costs one gradient)."""
+    a rejected step costs one gradient). With ``stall = (steps, factor)`` it stops when the
+    best loss fell less than ``factor`` times over the last ``steps`` steps."""
     u, damping, nu = state["u"], LM_DAMPING, 2.0
+    history = obj.__dict__.setdefault("lm_best", [])  # best loss before each step, over all calls
     while state["steps"] < max_steps:
+        history.append(obj.best_loss)
+        if stall is not None and len(history) > stall[0] and history[-1] * stall[1] > history[-1 - stall[0]]:
+            return "stalled"
         loss, g, G = obj.gauss_newton(u)
         lam, V = np.linalg.eigh(G)
         lam = np.maximum(lam, 0.0)  # G is positive semi-definite; round-off is not curvature
