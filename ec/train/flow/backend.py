@@ -59,14 +59,14 @@ class FlowTrainer(SequentialFitMany):
         Levenberg-Marquardt (the second-order phase of deep students, and of students with
         fixed layers) stops when its best loss fell less than ``stall_factor`` times over the
         last ``stall_steps`` steps (``stall_steps=0``: never). Deep students and retrained
-        students that stop in an imitation valley stay there: 3-8-8-1 students went from
-        ~1e-8 to 9.9e-9 in 4800 more steps (270 s); students on their way to zero loss gain
-        orders of magnitude per 100 steps (docs/trainer.md).
+        students that level off in an imitation valley stay there: 3-8-8-1 students given
+        270 s of it instead of 30 ended where 30 s leaves them; students on their way to
+        zero loss gain orders of magnitude per 100 steps (docs/trainer.md).
     reduce_deep_below : float
         A deep student tries the reduction only once its loss is below this fraction of the
         outputs' variance: the 3-8-8-1 students that reduce do so from 1e-12 .. 1e-17, and
-        the attempts of students stuck at 1e-6 .. 1e-8 took 30-75 % of their second-order
-        phase (docs/trainer.md).
+        the attempts of students stuck at 1e-6 .. 1e-8 took 3-23 s of their 30-s
+        second-order phase (docs/trainer.md).
     reduce_after : int
         Each phase runs in rounds of ``reduce_after``, then 2x, 4x, ... as many steps; a
         reduction is tried before each round when the best loss fell since the last try

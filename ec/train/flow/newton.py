@@ -195,7 +195,7 @@ def _levenberg_marquardt(obj, state, max_steps, stall=None):
     a rejected step costs one gradient). With ``stall = (steps, factor)`` it stops when the
     best loss fell less than ``factor`` times over the last ``steps`` steps."""
     u, damping, nu = state["u"], LM_DAMPING, 2.0
-    history = obj.__dict__.setdefault("lm_best", [])  # best loss before each step, over all calls
+    history = obj.lm_best_losses
     while state["steps"] < max_steps:
         history.append(obj.best_loss)
         if stall is not None and len(history) > stall[0] and history[-1] * stall[1] > history[-1 - stall[0]]:

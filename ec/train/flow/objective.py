@@ -79,6 +79,7 @@ class Objective:
         self.best_u = self.theta0[self.free].copy()
         self.best_loss = np.inf
         self.best_grad = np.inf
+        self.lm_best_losses: list[float] = []  # best loss before each Levenberg-Marquardt step (stall rule)
         self.curve: list[tuple[float, float]] = []
         self.n_grad = 0
         self.n_hess = 0
