@@ -49,6 +49,20 @@ THRESHOLDS = (1e-20, 1e-14)
 METHODS = ("newton", "lm", "lm+reduce", "lm+reduce-always")
 
 
+def parse_method(method: str) -> tuple[str, dict] | None:
+    """``"lm+reduce+nostall"`` -> ``("lm", FlowTrainer options)``; None for an unknown name."""
+    base = method.removesuffix("+nostall")
+    if base not in METHODS:
+        return None
+    optim_method, _, reduce = base.partition("+")
+    options = {"reduce_deep": reduce.startswith("reduce")}
+    if reduce == "reduce-always":
+        options["reduce_deep_below"] = np.inf
+    if base != method:
+        options["stall_steps"] = 0
+    return optim_method, options
+
+
 def first_layer_angles(spec: MLPSpec, theta: np.ndarray, teacher) -> tuple[float, int]:
     """Worst angle (degrees) from a teacher neuron of layer 1 to its nearest student neuron
     (sign-agnostic, on ``[w; b]``), and the number of student neurons within 1 degree of one."""
@@ -88,8 +102,7 @@ def main(argv=None) -> pd.DataFrame:
     args = parser.parse_args(argv)
     methods = args.methods.split(",")
     for m in methods:
-        base, *flags = m.split("+nostall")
-        if base not in METHODS or any(flags):
+        if parse_method(m) is None:
             parser.error(f"--methods: {m!r}; allowed: {', '.join(METHODS)}, each optionally followed by +nostall")
 
     sizes = tuple(args.layers)
@@ -113,13 +126,8 @@ def main(argv=None) -> pd.DataFrame:
             start = flow.fit(spec, data.X_train, data.y_train, spec.init_params(seed),
                              Budget(ode_steps=unbounded, ode_time=args.ode_cpu, optim_steps=0))
             for method in todo:
-                base = method.removesuffix("+nostall")
-                optim_method, _, reduce = base.partition("+")
-                options = {"reduce_deep_below": np.inf} if reduce == "reduce-always" else {}
-                if method.endswith("+nostall"):
-                    options["stall_steps"] = 0
-                res = FlowTrainer(clock="cpu", optim_method=optim_method, reduce_deep=reduce.startswith("reduce"),
-                                  **options).fit(
+                optim_method, options = parse_method(method)
+                res = FlowTrainer(clock="cpu", optim_method=optim_method, **options).fit(
                     spec, data.X_train, data.y_train, start.params,
                     Budget(ode_steps=0, optim_steps=unbounded, optim_time=args.optim_cpu))
                 worst, near = first_layer_angles(spec, res.params, teacher)

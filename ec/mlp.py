@@ -148,6 +148,13 @@ class MLPSpec:
         return MLPSpec((self.d_in, *hidden_sizes, self.d_out), self.activation)
 
 
+def output_variance(y: Array) -> float:
+    """Mean over the output columns of their variance over the samples (``y``: one output
+    per row, or a vector for one output); the scale that relative loss thresholds use."""
+    y = np.asarray(y, dtype=np.float64)
+    return float(np.mean(np.var(y.reshape(len(y), -1), axis=0)))
+
+
 def mse(spec: MLPSpec, theta: Array, X: Array, y: Array) -> float:
     """Mean squared error over all samples and outputs (torch's ``MSELoss`` convention)."""
     r = spec.forward(theta, X) - np.asarray(y, dtype=np.float64).reshape(len(X), -1)

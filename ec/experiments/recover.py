@@ -32,7 +32,7 @@ from ..config import BACKEND, BETA, GAMMA, JOBS, N_STUDENTS, OUT, SEED, ConfigEr
 from ..finetune import FINETUNE_BUDGET
 from ..io import atomic_save_npz, atomic_write_json
 from ..metrics import compare, output_error_bits, parameter_error, rmse
-from ..mlp import MLPSpec
+from ..mlp import MLPSpec, output_variance
 from ..progress import Event
 from ..queries import DATASET_NAMES, load_dataset, uniform_inputs
 from ..reconstruct import DEEP_GAMMA, ExpandAndCluster, LayerwiseExpandAndCluster, ReconstructionError
@@ -544,7 +544,7 @@ def _evaluate(est: ExpandAndCluster, model: ExternalModel, params: dict, data: d
     if progress is not None:
         progress(Event.STAGE, name="evaluation")
     X_test, y_test = data["X_test"], data["y_test"]
-    scale = float(np.sqrt(np.mean(np.var(data["y_train"], axis=0)))) or 1.0
+    scale = math.sqrt(output_variance(data["y_train"])) or 1.0
     summary = {"layer_sizes": list(est.spec_.layer_sizes), "m_hat": list(est.spec_.hidden_sizes),
                "activation": est.spec_.activation,
                "test_rmse": rmse(est.spec_.forward(est.params_, X_test), y_test)}

@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..mlp import MLPSpec
+from ..mlp import MLPSpec, output_variance
 from ..progress import Event
 from ..train import Budget, train_students
 from ._stages import student_seed
@@ -162,7 +162,7 @@ def find_width(
     """
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64).reshape(len(X), -1)
-    variance = max(float(np.mean(np.var(y, axis=0))), np.finfo(np.float64).tiny)
+    variance = max(output_variance(y), np.finfo(np.float64).tiny)
     tolerance = zero_loss * variance
     budget = Budget(**{**asdict(budget), "min_loss": tolerance})
     saved = {(p.hidden_layers, p.width, p.activation): p for p in done}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...io import available_memory
-from ...mlp import MLPSpec
+from ...mlp import MLPSpec, output_variance
 from ..base import Budget, PhaseStats, SequentialFitMany, TrainResult
 from .kernels import MSE
 from .newton import choose_method, second_order
@@ -154,7 +154,8 @@ class FlowTrainer(SequentialFitMany):
         obj = Objective(MSE(spec, X, y), theta0, trainable, budget, self.clock)
         log = _PhaseLog(obj)
         reducible = self.reduce and obj.all_free and (len(spec.hidden_sizes) == 1 or self.reduce_deep)
-        reduce_below = self.reduce_deep_below * _output_variance(y) if deep else np.inf
+        # Constant outputs (variance 0) keep the threshold a plain loss.
+        reduce_below = self.reduce_deep_below * (output_variance(y) or 1.0) if deep else np.inf
         reason = "budget"
         if budget.ode_steps > 0 and budget.ode_time > 0:
             method = choose_ode_method(obj.n_free, self.ode_method, self.exp_euler_max_params)
@@ -241,13 +242,6 @@ class FlowTrainer(SequentialFitMany):
             if reason in _FINAL:
                 return reason
             over = reason != "budget" or steps <= 0 or end <= obj.now()
-
-
-def _output_variance(y: Array) -> float:
-    """Mean variance of the output columns (1 when they are all constant, so the threshold
-    stays a loss)."""
-    var = float(np.mean(np.var(np.asarray(y).reshape(len(y), -1), axis=0)))
-    return var if var > 0 else 1.0
 
 
 def _warm_up(spec: MLPSpec, X: Array, y: Array) -> None:
