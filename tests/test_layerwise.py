@@ -458,22 +458,28 @@ def test_reexpand_clusters_first_layer_free_neurons_on_the_informative_inputs():
     assert len(b) == 0
 
 
-def test_voters_are_the_students_within_loss_ratio_of_the_best_and_enough_for_gamma():
+def test_voters_are_a_near_best_minority_that_must_agree_or_else_a_gamma_vote():
     spec = MLPSpec((2, 3, 1), ACT)
-    losses = [1e-6, 1e-30, 2e-6, 5e-28, np.nan, 1e-6, 3e-29]
+    losses = [1e-6, 1e-30, 2e-6, 5e-28, np.nan, 1e-6, 3e-29, 1e-6, 1e-6]
     students = [TrainResult(spec, spec.init_params(i), loss, 0.0, "budget", seed=i) for i, loss in enumerate(losses)]
-    students.append(failed_result(spec, spec.init_params(9), 9, "flow", "diverged"))
+    students.append(failed_result(spec, spec.init_params(99), 99, "flow", "diverged"))
 
     def seeds(chosen):
-        return [s.seed for s in chosen]
+        group, unanimous = chosen
+        return [s.seed for s in group], unanimous
 
-    assert seeds(voters(students, 1e3, 0.8)) == [1, 3, 6]  # in their order, failed and NaN left out
-    assert seeds(voters(students, math.inf, 0.8)) == [0, 1, 2, 3, 5, 6]
-    # Fewer within the ratio than a cluster of two needs (ceil(gamma n) >= 2, n >= 3): every usable one.
-    assert seeds(voters(students, 1.0, 0.8)) == [0, 1, 2, 3, 5, 6]
-    assert seeds(voters(students, 1e3, 0.3)) == [0, 1, 2, 3, 5, 6]
-    assert seeds(voters(students, 1e5, 0.5)) == [1, 3, 6]
-    assert voters(students[4:5], 1e3, 0.8) == []
+    everyone = [0, 1, 2, 3, 5, 6, 7, 8]
+    # Three of eight usable within the ratio, in their order (failed and NaN left out): each must hold a cluster.
+    assert seeds(voters(students, 1e3, 0.8)) == ([1, 3, 6], True)
+    assert seeds(voters(students, math.inf, 0.8)) == (everyone, False)
+    # More than half within the ratio: none stands out, gamma counts among them, when they
+    # are enough for a cluster of two (ceil(0.3 * 3) is 1).
+    majority = [students[i] for i in (1, 2, 3, 6)]
+    assert seeds(voters(majority, 1e3, 0.5)) == ([1, 3, 6], False)
+    assert seeds(voters(majority, 1e3, 0.3)) == ([1, 2, 3, 6], False)
+    # Fewer than three within the ratio: every usable one.
+    assert seeds(voters(students, 1.0, 0.8)) == (everyone, False)
+    assert voters(students[4:5], 1e3, 0.8) == ([], False)
 
 
 def test_converged_students_are_not_outvoted(problem, monkeypatch):

@@ -13,7 +13,8 @@ import math
 import shlex
 
 from ec.config import ConfigError
-from ec.experiments.synth import DEEP_LOSS_RATIO, SYNTH, recluster, run_synth, synth_command
+from ec.experiments.synth import (DEEP_LOSS_RATIO, DEEP_STUDENTS, DERIVED, SHALLOW_STUDENTS, SYNTH, recluster, run_synth,
+                                  synth_command)
 
 # A 2-2-1 teacher, 8 students of width 4 on 300 queries; step budgets (not time budgets), so
 # that the result does not depend on the machine's load. A neuron needs 4 students that agree
@@ -145,7 +146,7 @@ def test_deep_teacher_by_r_list_is_the_layers_teacher():
     by_r = SYNTH.resolve({"din": "3", "r": "2-2", "rho": "2"})
     by_layers = SYNTH.resolve({"layers": "3-2-2-1", "rho": "2"})
     assert teacher_sizes(by_r) == teacher_sizes(by_layers) == (3, 2, 2, 1)
-    assert student_widths(by_r) == (4, 4) and n_students(by_r) == n_students(by_layers) == 10
+    assert student_widths(by_r) == (4, 4) and n_students(by_r) == n_students(by_layers) == 20
     assert SYNTH.resolve({"r": "4"})["r"] == 4  # one width stays an int (saved configs compare equal)
     with pytest.raises(ConfigError, match="give one of them"):
         SYNTH.resolve({"layers": "3-2-2-1", "r": "2-2"})
@@ -165,8 +166,8 @@ def test_bias_at_once_is_for_deep_teachers_only():
     "given, gamma, beta, loss_ratio",
     [
         ({}, 0.8, math.pi / 24, math.inf),
-        ({"layers": "3-2-2-1"}, 0.5, (math.pi / 24, math.pi / 5), DEEP_LOSS_RATIO),
-        ({"din": "8", "r": "4-2-2"}, 0.5, (math.pi / 24, math.pi / 5, math.pi / 5), DEEP_LOSS_RATIO),
+        ({"layers": "3-2-2-1"}, 0.5, (math.pi / 24, math.pi / 24), DEEP_LOSS_RATIO),
+        ({"din": "8", "r": "4-2-2"}, 0.5, (math.pi / 24,) * 3, DEEP_LOSS_RATIO),
         ({"layers": "3-2-2-1", "beta": "8deg,pi/4"}, 0.5, (math.radians(8), math.pi / 4), DEEP_LOSS_RATIO),
         ({"layers": "3-2-2-1", "gamma": "0.4", "beta": "8deg", "loss_ratio": "inf"}, 0.4, math.radians(8), math.inf),
         ({"beta": "pi/5", "loss_ratio": "100"}, 0.8, math.pi / 5, 100.0),
@@ -178,7 +179,20 @@ def test_clustering_defaults_depend_on_depth_and_given_values_win(given, gamma, 
     assert params["loss_ratio"] == loss_ratio
     # the recorded command line gives the same parameters back
     again = SYNTH.resolve(dict(_options(synth_command(params, "runs/x"))))
-    assert all(again[k] == params[k] for k in ("gamma", "beta", "loss_ratio"))
+    assert all(again[k] == params[k] for k in DERIVED)
+
+
+@pytest.mark.parametrize("given, expected", [
+    ({}, SHALLOW_STUDENTS),
+    ({"layers": "3-2-2-1"}, DEEP_STUDENTS),
+    ({"layers": "3-2-2-1", "n_train": "500", "ode_time": "1"}, {**DEEP_STUDENTS, "n_train": 500, "ode_time": 1.0}),
+    ({"n_train": "500", "optim_time": "2"}, {**SHALLOW_STUDENTS, "n_train": 500, "optim_time": 2.0}),
+])
+def test_student_defaults_depend_on_depth_and_given_values_win(given, expected):
+    params = SYNTH.resolve(given)
+    assert {k: params[k] for k in expected} == expected
+    again = SYNTH.resolve(dict(_options(synth_command(params, "runs/x"))))
+    assert {k: again[k] for k in expected} == expected
 
 
 @pytest.mark.parametrize("value", ["nan", "0.5", "-inf", "many"])

@@ -53,7 +53,8 @@ def _voters(layer: dict, students: dict) -> str:
     usable = students["n"] - students["failed"]
     if voters is None or len(voters) >= usable:
         return ""
-    return f"; clustered from the {len(voters)} of {usable} students with loss <= {max(voters):.1e}"
+    return (f"; clustered from the {len(voters)} of {usable} students with loss <= {max(voters):.1e}"
+            + (", a cluster needing all of them" if layer.get("unanimous") else ""))
 
 
 def _echo_diagnosis(report: dict) -> None:

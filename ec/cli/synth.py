@@ -17,8 +17,9 @@ def synth(config, **values):
     """Recover a synthetic teacher (paper A.4) with Expand-and-Cluster.
 
     Draws the teacher d-r-1, trains N students of width rho*r on 30 000 of its
-    input-output pairs, clusters their neurons, fine-tunes the reconstruction and reports
-    its width, test RMSE and neuron alignment. The run directory keeps every finished
+    input-output pairs (deep teachers, --layers: 3000, reconstructed layer by layer),
+    clusters their neurons, fine-tunes the reconstruction and reports its width, test
+    RMSE and neuron alignment. The run directory keeps every finished
     student: rerunning the same command resumes an interrupted run.
     """
     params = SYNTH.resolve(values, config)

@@ -72,7 +72,7 @@ __all__ = [
 
 
 def cluster_layer(table: NeuronTable, activation, gamma: float, beta: float, feature_mask=None,
-                  cut: str = "aligned") -> LayerClusters:
+                  cut: str = "aligned", lowest: bool = False) -> LayerClusters:
     """Cluster the neurons of a :class:`NeuronTable` with the metric its activation needs.
 
     Parameters
@@ -86,6 +86,8 @@ def cluster_layer(table: NeuronTable, activation, gamma: float, beta: float, fea
         Input dimensions used for the features and angles (informative inputs only).
     cut : {"aligned", "size"}
         Cut criterion, see :func:`cluster_neurons`.
+    lowest : bool
+        The lowest of the cuts that maximise it (see :func:`cluster_neurons`).
     """
     act = get_activation(activation)
     F, Wm = table.features(act, feature_mask)
@@ -99,4 +101,5 @@ def cluster_layer(table: NeuronTable, activation, gamma: float, beta: float, fea
         sign_invariant=act.sign_symmetric,
         cut=cut,
         groups=table.student,
+        lowest=lowest,
     )

@@ -152,7 +152,7 @@ def aligned_nodes(Z: Array, weights: Array, min_size: int, beta: float, sign_inv
     return good
 
 
-def choose_cut(Z: Array, counts: Array) -> tuple[int, float]:
+def choose_cut(Z: Array, counts: Array, lowest: bool = False) -> tuple[int, float]:
     """The dendrogram cut that maximises ``counts`` (number of big, or big and aligned,
     clusters after each merge; :func:`big_cluster_counts`, :func:`cluster_counts`).
 
@@ -165,6 +165,13 @@ def choose_cut(Z: Array, counts: Array) -> tuple[int, float]:
     distractors that it fails the beta filter. This is also the choice of the paper's
     reference code.
 
+    ``lowest=True``: the bottom of that run instead, for a cut at which a cluster must hold
+    a neuron of *every* student. There the count reaches its maximum only once every true
+    cluster is complete, and going up adds nothing but distractors: with no two counted
+    clusters left to merge, the run can go on until the median angle, which a majority
+    of exact copies keeps at zero, lets through distractors as far as 50 degrees from
+    the teacher neuron (planted 3-6-8-1 students, tests/test_layerwise.py).
+
     Returns
     -------
     k : int
@@ -175,7 +182,7 @@ def choose_cut(Z: Array, counts: Array) -> tuple[int, float]:
     """
     at_max = counts == counts.max()
     k = int(np.argmax(at_max))
-    while k + 1 < len(counts) and at_max[k + 1]:
+    while not lowest and k + 1 < len(counts) and at_max[k + 1]:
         k += 1
     h = Z[k, 2]
     if k + 1 < len(Z):
@@ -296,6 +303,7 @@ def cluster_neurons(
     sign_invariant: bool = False,
     cut: str = "aligned",
     groups: Array | None = None,
+    lowest: bool = False,
 ) -> LayerClusters:
     """Average-linkage clustering, the gamma cut and the beta alignment filter.
 
@@ -329,6 +337,9 @@ def cluster_neurons(
         Student of each neuron. Then a cluster's size is its number of distinct students
         (:func:`node_support`); without, its number of neurons (the paper's definition,
         the same when no student holds two members of one cluster).
+    lowest : bool
+        Cut at the lowest height where the count is maximal (:func:`choose_cut`), for
+        ``gamma = 1`` over a group of students that must each hold every true neuron.
 
     Returns
     -------
@@ -352,7 +363,7 @@ def cluster_neurons(
     if cut == "aligned":
         aligned = cluster_counts(Z, aligned_nodes(Z, weights, min_size, beta, sign_invariant, groups))
         counts = aligned if aligned.max() > 0 else counts
-    k, height = choose_cut(Z, counts)
+    k, height = choose_cut(Z, counts, lowest)
     labels = labels_after(Z, k)
     kept, rejected, medians = [], {}, {}
     for c in range(int(labels.max()) + 1):

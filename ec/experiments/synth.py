@@ -26,7 +26,7 @@ from ..finetune import FINETUNE_BUDGET
 from ..io import atomic_write_json, available_memory
 from ..metrics import compare
 from ..progress import Event
-from ..reconstruct import DEEP_BETA, DEEP_GAMMA, ExpandAndCluster, LayerwiseExpandAndCluster, ReconstructionError
+from ..reconstruct import DEEP_GAMMA, ExpandAndCluster, LayerwiseExpandAndCluster, ReconstructionError
 from ..runs import RunDir, RunDirError
 from ..runs.rundir import FOLDER_NAME, problem_record, valid_folder_name
 from ..teachers import Teacher, make_teacher
@@ -38,11 +38,19 @@ ZERO_LOSS = 1e-14
 # A reconstruction is "recovered" at this test RMSE with the teacher's width (the paper
 # calls 1e-14 "zero loss"; issue 4 asks for 1e-10).
 EXACT_RMSE = 1e-10
-# Clustering defaults: one hidden layer as in A.6.4 (Fig. 5); deep teachers the deep gamma and
-# beta of A.6.4 (DEEP_GAMMA, DEEP_BETA), except on the first hidden layer, which gets the tight
-# shallow beta, as the paper's three-hidden-layer synthetic teacher did (upper layers come from
-# retrained students, which align less well).
+# Clustering defaults: one hidden layer as in A.6.4 (Fig. 5); deep teachers the deep gamma of
+# A.6.4 (DEEP_GAMMA) and the tight shallow beta on every layer: retrained students that fit to
+# ~1e-11 hold the teacher's upper-layer neurons within a degree, and A.6.4's pi/5 let
+# distractors into their clusters (docs/deep.md, 2026-12-08).
 SHALLOW_GAMMA, SHALLOW_BETA = 0.8, math.pi / 24
+# Students of deep teachers: many short ones on fewer queries. Most deep students stop in a
+# valley whatever their time; 20 students of 6 s + 6 s on 3000 queries (steps ten times
+# cheaper) reach the teacher's more often than 10 of 30 s + 30 s on 30 000 (docs/deep.md).
+SHALLOW_STUDENTS = {"n_train": 30_000, "ode_time": 30.0, "optim_time": 30.0}
+DEEP_STUDENTS = {"n_train": 3000, "ode_time": 6.0, "optim_time": 6.0}
+DEEP_N_STUDENTS = 20
+# The parameters whose default depends on the teacher's depth.
+DERIVED = ("gamma", "beta", "loss_ratio", *SHALLOW_STUDENTS)
 # Deep students: only those within this factor of the lowest loss are clustered (docs/deep.md:
 # a few reach machine precision, the others stop at ~1e-6 in local minima and outvoted them).
 DEEP_LOSS_RATIO = 1e3
@@ -103,11 +111,13 @@ def _memory_check(cfg: dict) -> str | None:
 
 
 def with_clustering_defaults(params: dict) -> dict:
-    """``params`` with ``gamma``, ``beta`` and ``loss_ratio`` filled where not given:
-    :data:`SHALLOW_GAMMA`, :data:`SHALLOW_BETA` and every student for one hidden layer; for
-    a deep teacher :data:`DEEP_GAMMA`, one beta per hidden layer (:data:`SHALLOW_BETA` for
-    the first, then :data:`DEEP_BETA`) and :data:`DEEP_LOSS_RATIO`."""
-    defaults = clustering_defaults(len(teacher_sizes(params)) - 2)
+    """``params`` with the parameters whose default depends on the teacher's depth
+    (:data:`DERIVED`) filled where not given: for one hidden layer :data:`SHALLOW_GAMMA`,
+    :data:`SHALLOW_BETA`, every student, 30 000 queries and 30 s + 30 s per student; for a
+    deep teacher :func:`clustering_defaults` and :data:`DEEP_STUDENTS`."""
+    deep = len(teacher_sizes(params)) > 3
+    defaults = {**clustering_defaults(len(teacher_sizes(params)) - 2),
+                **(DEEP_STUDENTS if deep else SHALLOW_STUDENTS)}
     return {**params, **{k: v for k, v in defaults.items() if params.get(k) is None}}
 
 
@@ -115,8 +125,7 @@ def clustering_defaults(n_hidden: int) -> dict:
     """``gamma``, ``beta`` and ``loss_ratio`` for students with ``n_hidden`` hidden layers (see
     :func:`with_clustering_defaults`)."""
     if n_hidden > 1:
-        return {"gamma": DEEP_GAMMA, "beta": (SHALLOW_BETA, *[DEEP_BETA] * (n_hidden - 1)),
-                "loss_ratio": DEEP_LOSS_RATIO}
+        return {"gamma": DEEP_GAMMA, "beta": (SHALLOW_BETA,) * n_hidden, "loss_ratio": DEEP_LOSS_RATIO}
     return {"gamma": SHALLOW_GAMMA, "beta": SHALLOW_BETA, "loss_ratio": math.inf}
 
 
@@ -153,19 +162,19 @@ SYNTH = Schema(
               "d-r1-...-rL-dout, at least 3 sizes, each >= 1", lambda v: len(v) >= 3 and min(v) >= 1,
               metavar="SIZES"),
         RHO,
-        replace(N_STUDENTS, default=None, help="Number of students N (default: 20 for r <= 4, else 10, and 10 for "
-                "--layers; paper A.6.4).", check=lambda n: n >= 1),
+        replace(N_STUDENTS, default=None, help="Number of students N (default: 20 for r <= 4, else 10, as in paper "
+                f"A.6.4; {DEEP_N_STUDENTS} with --layers or a deep --r).", check=lambda n: n >= 1),
         replace(GAMMA, default=None, help="Keep clusters with neurons of at least ceil(gamma*N) distinct students "
                 f"(default: {SHALLOW_GAMMA:g}; {DEEP_GAMMA:g} with --layers or a deep --r)."),
         replace(BETA, parse=parse_angles, default=None,
                 help="Drop clusters whose median within-cluster angle exceeds beta (radians; 'pi/24' or '7.5deg' "
-                "accepted; one per hidden layer as 'pi/24,pi/5'; default: pi/24; with --layers or a deep --r "
-                "pi/24 for the first hidden layer and pi/5 above).",
+                "accepted; one per hidden layer as 'pi/24,pi/5'; default: pi/24 for every layer).",
                 allowed="0 < beta <= pi, one value or one per hidden layer",
                 check=lambda b: all(0 < v <= math.pi for v in np.atleast_1d(b)), metavar="ANGLE[,ANGLE...]"),
         Param("loss_ratio", float, None, "Cluster only the students whose loss is at most this many times the "
-              "lowest, when there are at least 3 (else all; gamma counts among them; 'inf': all, as in the "
-              "paper). Default: inf; "
+              "lowest, when they are at least 3 but not all; a cluster then needs a neuron of every one of them "
+              "(deep teachers: on the first layer; else all students, and gamma; 'inf': all, as in the paper). "
+              "Default: inf; "
               f"{DEEP_LOSS_RATIO:g} with --layers or a deep --r.", ">= 1 or inf", lambda v: v >= 1,
               metavar="FACTOR", infinite=True),
         ACTIVATION,
@@ -175,10 +184,13 @@ SYNTH = Schema(
         BACKEND,
         JOBS,
         OUT,
-        Param("n_train", int, 30_000, "Teacher queries used for training.", ">= 10", lambda n: n >= 10, metavar="INT"),
+        Param("n_train", int, None, "Teacher queries used for training (default: 30 000; 3000 with --layers or a "
+              "deep --r).", ">= 10", lambda n: n >= 10, metavar="INT"),
         Param("n_test", int, 10_000, "Held-out teacher queries for the test RMSE.", ">= 1", lambda n: n >= 1,
               metavar="INT"),
-        *_BUDGET_PARAMS,
+        *(replace(p, default=None, help=f"{p.help[:-1]} (default: {SHALLOW_STUDENTS[p.name]:g}; "
+                  f"{DEEP_STUDENTS[p.name]:g} with --layers or a deep --r).") if p.name in DEEP_STUDENTS else p
+          for p in _BUDGET_PARAMS),
         Param("finetune_time", float, FINETUNE_BUDGET.optim_time, "Seconds of second-order fine-tuning of the "
               "reconstructed network.", ">= 0", lambda v: v >= 0, metavar="SECONDS"),
         REEXPAND,
@@ -218,11 +230,11 @@ def default_n_students(r: int) -> int:
 
 
 def n_students(params: dict) -> int:
-    """``--n-students``, else :func:`default_n_students` (10 for a deep teacher, A.6.4)."""
+    """``--n-students``, else :func:`default_n_students` (:data:`DEEP_N_STUDENTS` for a deep teacher)."""
     if params.get("n_students"):
         return params["n_students"]
     sizes = teacher_sizes(params)
-    return 10 if len(sizes) > 3 else default_n_students(sizes[1])
+    return DEEP_N_STUDENTS if len(sizes) > 3 else default_n_students(sizes[1])
 
 
 def teacher_sizes(params: dict) -> tuple[int, ...]:
@@ -340,8 +352,8 @@ def synth_command(params: dict, out: str | Path) -> str:
     """The ``ec synth`` command line of a run with these resolved parameters (it resumes the
     run: finished students are reused)."""
     words = ["ec", "synth"]
-    derived = with_clustering_defaults({**params, "gamma": None, "beta": None, "loss_ratio": None})
-    derived = {k: derived[k] for k in ("gamma", "beta", "loss_ratio")}
+    derived = with_clustering_defaults({**params, **dict.fromkeys(DERIVED)})
+    derived = {k: derived[k] for k in DERIVED}
     for p in SYNTH.params:
         value = params.get(p.name)
         if not p.cli or p.name == "out" or value is None:
@@ -497,7 +509,11 @@ def diagnose(losses: list[float], layers: list[dict], n_students: int, stalled: 
         lines.append(line)
     for i, layer in enumerate(layers):
         near = layer.get("near_misses") or []
-        if near:
+        if near and layer.get("unanimous"):
+            lines.append(f"layer {i + 1}: {len(near)} cluster(s) held by {', '.join(map(str, near))} of the "
+                         f"{layer['min_size']} near-best students, short of all of them (--loss-ratio); if a teacher "
+                         "neuron is among them, --loss-ratio inf clusters every student with --gamma")
+        elif near:
             lines.append(f"layer {i + 1}: {len(near)} cluster(s) held by {', '.join(map(str, near))} students, short "
                          f"of the {layer['min_size']} that gamma*N asks; lower --gamma or raise --n-students "
                          f"(now {n_students}) or the student time")

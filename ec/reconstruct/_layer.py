@@ -31,7 +31,8 @@ class LayerClustering:
 
 
 def reconstruct_layer(students: list[TrainResult], X: Array, y: Array, activation: str, gamma: float,
-                      beta: float, feature_mask: Array | None, cut: str) -> tuple[Layer, LayerClusters, dict]:
+                      beta: float, feature_mask: Array | None, cut: str,
+                      unanimous: bool = False) -> tuple[Layer, LayerClusters, dict]:
     """Cluster, collapse and correct one hidden layer.
 
     Parameters
@@ -49,6 +50,9 @@ def reconstruct_layer(students: list[TrainResult], X: Array, y: Array, activatio
     feature_mask : ndarray of bool or None
         Inputs used for clustering.
     cut : {"aligned", "size"}
+    unanimous : bool
+        The students are a near-best group (:func:`ec.reconstruct.voters`): a cluster needs
+        a neuron of every one of them (``gamma`` is ignored), cut as low as that allows.
 
     Returns
     -------
@@ -63,7 +67,7 @@ def reconstruct_layer(students: list[TrainResult], X: Array, y: Array, activatio
         No cluster survived, or every kept cluster is a constant-type neuron.
     """
     table = NeuronTable.from_students(students)
-    clusters = cluster_layer(table, activation, gamma, beta, feature_mask, cut)
+    clusters = cluster_layer(table, activation, 1.0 if unanimous else gamma, beta, feature_mask, cut, lowest=unanimous)
     if clusters.n_kept == 0:
         raise ReconstructionError(
             f"no cluster of aligned neurons from >= {clusters.min_size} students (gamma={gamma}, "

@@ -256,7 +256,11 @@ class LayerwiseExpandAndCluster(ExpandAndCluster):
                 raise ReconstructionError(
                     f"layer {l + 1}: only {n_usable} of {len(current)} students are usable (not failed)"
                 )
-            good = voters(current, self.loss_ratio, gammas[l])
+            good, unanimous = voters(current, self.loss_ratio, gammas[l])
+            # Retrained students share a fixed, inexact layer that bounds their losses, so a
+            # near-best group among them need not be exact expansions: the rule is for
+            # (and was measured on) the original students only.
+            unanimous = unanimous and l == 0
             best = min(good, key=lambda s: s.loss)
             best_layers = best.spec.unpack(best.params)
             fixed = [(W, best_layers[j][1].copy()) for j, (W, _) in enumerate(fixed)]
@@ -272,12 +276,13 @@ class LayerwiseExpandAndCluster(ExpandAndCluster):
             self._emit(Event.STAGE, name=f"cluster layer {l + 1}")
             layer, clusters, info = reconstruct_layer(
                 [sub_student(s, l) for s in good], inputs, target, self.activation, gammas[l], betas[l],
-                mask if l == 0 else None, self.cut)
+                mask if l == 0 else None, self.cut, unanimous)
             seconds["cluster"] += time.perf_counter() - t0
             clusters_.append(clusters)
             layer_reports.append({
                 **info,
                 "gamma": gammas[l],
+                "unanimous": unanimous,
                 "beta": betas[l],
                 "m_hat": len(layer.b),
                 "student_widths": list(good[0].spec.hidden_sizes),

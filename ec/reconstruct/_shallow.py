@@ -69,9 +69,9 @@ class ExpandAndCluster:
         :data:`ec.finetune.FINETUNE_BUDGET`).
     loss_ratio : float >= 1
         Cluster only the students whose loss is at most this many times the lowest, when
-        they are at least 3 and enough for a cluster of two (:func:`~ec.reconstruct.voters`;
-        otherwise all); ``gamma`` counts among them. ``inf`` (default): every usable student,
-        as in the paper.
+        they are at least 3 but not all (:func:`~ec.reconstruct.voters`); a cluster then needs
+        a neuron of every one of them. Otherwise every usable student, and ``gamma``.
+        ``inf`` (default): every usable student, as in the paper.
     seed : int
         Student ``i`` is initialised from :func:`student_seed(seed, i) <student_seed>`.
     n_jobs : int, optional
@@ -324,11 +324,11 @@ class ExpandAndCluster:
         n_usable = len(usable(students))
         if n_usable < 2:
             raise ReconstructionError(f"only {n_usable} of {len(students)} students are usable (not failed)")
-        good = voters(students, self.loss_ratio, gamma)
+        good, unanimous = voters(students, self.loss_ratio, gamma)
 
         t1 = time.perf_counter()
         self._emit(Event.STAGE, name="cluster")
-        layer, clusters, info = reconstruct_layer(good, X, y, self.activation, gamma, beta, mask, self.cut)
+        layer, clusters, info = reconstruct_layer(good, X, y, self.activation, gamma, beta, mask, self.cut, unanimous)
         t_cluster = time.perf_counter() - t1
 
         spec = MLPSpec((X.shape[1], len(layer.b), y.shape[1]), self.activation)
@@ -352,7 +352,7 @@ class ExpandAndCluster:
             gamma=[gamma],
             beta=[beta],
             activation=self.activation,
-            layers=[{**info, "voter_losses": [float(s.loss) for s in good]}],
+            layers=[{**info, "voter_losses": [float(s.loss) for s in good], "unanimous": unanimous}],
             train_loss=losses,
             train_rmse=math.sqrt(losses["finetuned"]),
             seconds={"students": t_students, "cluster": t_cluster, "finetune": t_finetune},
