@@ -480,6 +480,12 @@ def test_voters_are_a_near_best_minority_that_must_agree_or_else_a_gamma_vote():
     # Fewer than three within the ratio: every usable one.
     assert seeds(voters(students, 1.0, 0.8)) == (everyone, False)
     assert voters(students[4:5], 1e3, 0.8) == ([], False)
+    # Below zero loss the ratio counts from zero loss: round-off is no distance.
+    exact = [TrainResult(spec, spec.init_params(i), loss, 0.0, "budget", seed=i)
+             for i, loss in enumerate([1e-31, 1e-29, 5e-12, 1e-8, 1e-6, 1e-6, 1e-6, 1e-6])]
+    assert seeds(voters(exact, 1e3, 0.5)) == ([0, 1, 2, 3, 4, 5, 6, 7], False)  # two: no group
+    assert seeds(voters(exact, 1e3, 0.5, zero_loss=1e-14)) == ([0, 1, 2], True)
+    assert seeds(voters(exact, 1e3, 0.5, zero_loss=1e-20)) == ([0, 1, 2, 3, 4, 5, 6, 7], False)
 
 
 def test_converged_students_are_not_outvoted(problem, monkeypatch):

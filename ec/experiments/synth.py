@@ -172,9 +172,9 @@ SYNTH = Schema(
                 allowed="0 < beta <= pi, one value or one per hidden layer",
                 check=lambda b: all(0 < v <= math.pi for v in np.atleast_1d(b)), metavar="ANGLE[,ANGLE...]"),
         Param("loss_ratio", float, None, "Cluster only the students whose loss is at most this many times the "
-              "lowest, when they are at least 3 but not all; a cluster then needs a neuron of every one of them "
-              "(deep teachers: on the first layer; else all students, and gamma; 'inf': all, as in the paper). "
-              "Default: inf; "
+              "lowest, when they are at least 3: if they are at most half of the students, a cluster needs a neuron "
+              "of every one of them (deep teachers: on the first layer), else gamma counts among them; with fewer "
+              "than 3, all students and gamma ('inf': all, as in the paper). Default: inf; "
               f"{DEEP_LOSS_RATIO:g} with --layers or a deep --r.", ">= 1 or inf", lambda v: v >= 1,
               metavar="FACTOR", infinite=True),
         ACTIVATION,

@@ -70,7 +70,8 @@ def reconstruct_layer(students: list[TrainResult], X: Array, y: Array, activatio
     clusters = cluster_layer(table, activation, 1.0 if unanimous else gamma, beta, feature_mask, cut, lowest=unanimous)
     if clusters.n_kept == 0:
         raise ReconstructionError(
-            f"no cluster of aligned neurons from >= {clusters.min_size} students (gamma={gamma}, "
+            f"no cluster of aligned neurons from >= {clusters.min_size} students "
+            f"({'every one of the near-best group' if unanimous else f'gamma={gamma}'}, "
             f"beta={beta:.4g}): the students do not agree on any neuron"
         )
     layer, winners = collapse(table, clusters, activation, feature_mask)

@@ -15,12 +15,12 @@ import numpy as np
 
 from ..activations import HIDDEN_ACTIVATIONS
 from ..finetune import BIAS_BUDGET, FINETUNE_BUDGET, bias_mask, drop_dead_neurons, finetune
-from ..mlp import MLPSpec, mse
+from ..mlp import MLPSpec, mse, output_variance
 from ..progress import Event
 from ..train import Budget, TrainResult, backend_names
 from ._layer import ReconstructionError, reconstruct_layer
 from ._report import Report
-from ._stages import StudentTraining, student_seed, usable, voters
+from ._stages import ZERO_LOSS_FRACTION, StudentTraining, student_seed, usable, voters
 
 Array = np.ndarray
 
@@ -69,9 +69,9 @@ class ExpandAndCluster:
         :data:`ec.finetune.FINETUNE_BUDGET`).
     loss_ratio : float >= 1
         Cluster only the students whose loss is at most this many times the lowest, when
-        they are at least 3 but not all (:func:`~ec.reconstruct.voters`); a cluster then needs
-        a neuron of every one of them. Otherwise every usable student, and ``gamma``.
-        ``inf`` (default): every usable student, as in the paper.
+        they are at least 3 (:func:`~ec.reconstruct.voters`): a cluster needs a neuron of
+        every one of them when they are at most half of the students, else of ``gamma`` of
+        them. ``inf`` (default): every usable student, as in the paper.
     seed : int
         Student ``i`` is initialised from :func:`student_seed(seed, i) <student_seed>`.
     n_jobs : int, optional
@@ -324,7 +324,7 @@ class ExpandAndCluster:
         n_usable = len(usable(students))
         if n_usable < 2:
             raise ReconstructionError(f"only {n_usable} of {len(students)} students are usable (not failed)")
-        good, unanimous = voters(students, self.loss_ratio, gamma)
+        good, unanimous = voters(students, self.loss_ratio, gamma, ZERO_LOSS_FRACTION * output_variance(y))
 
         t1 = time.perf_counter()
         self._emit(Event.STAGE, name="cluster")

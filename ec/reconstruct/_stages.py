@@ -66,13 +66,19 @@ def usable(students: Sequence[TrainResult]) -> list[TrainResult]:
 
 # A group of near-best students is at least this large; fewer are no group (see voters).
 MIN_VOTERS = 3
+# Losses below this fraction of the output variance are zero loss (the paper's threshold,
+# Fig. 4): between two such students the ratio of losses is round-off, not a distance.
+ZERO_LOSS_FRACTION = 1e-14
 
 
-def voters(students: Sequence[TrainResult], loss_ratio: float, gamma: float) -> tuple[list[TrainResult], bool]:
+def voters(students: Sequence[TrainResult], loss_ratio: float, gamma: float,
+           zero_loss: float = 0.0) -> tuple[list[TrainResult], bool]:
     """The usable students whose neurons are clustered, and whether a cluster needs a
     neuron of every one of them (``unanimous``; otherwise of ``gamma`` of them).
 
-    The students within ``loss_ratio`` of the lowest loss, in their given order: unanimous
+    The students within ``loss_ratio`` of the lowest loss, or of ``zero_loss`` when the
+    lowest is below it (machine-precision students: 5-4-3-2 students at 2.8e-31 and
+    1.2e-29 and two more below 1e-11 are one group), in their given order: unanimous
     when they are at least :data:`MIN_VOTERS` and at most half of the usable students;
     with ``gamma`` when they are more than half and enough for a cluster of two
     (``ceil(gamma n) >= 2``). Otherwise every usable student, with ``gamma``.
@@ -92,7 +98,7 @@ def voters(students: Sequence[TrainResult], loss_ratio: float, gamma: float) -> 
     good = usable(students)
     if not good:
         return good, False
-    best = min(s.loss for s in good)
+    best = max(min(s.loss for s in good), zero_loss)
     chosen = [s for s in good if s.loss <= loss_ratio * best]
     if len(chosen) < MIN_VOTERS:
         return good, False
