@@ -110,20 +110,19 @@ def _memory_check(cfg: dict) -> str | None:
     return None
 
 
-def with_clustering_defaults(params: dict) -> dict:
+def with_depth_defaults(params: dict) -> dict:
     """``params`` with the parameters whose default depends on the teacher's depth
     (:data:`DERIVED`) filled where not given: for one hidden layer :data:`SHALLOW_GAMMA`,
     :data:`SHALLOW_BETA`, every student, 30 000 queries and 30 s + 30 s per student; for a
     deep teacher :func:`clustering_defaults` and :data:`DEEP_STUDENTS`."""
-    deep = len(teacher_sizes(params)) > 3
-    defaults = {**clustering_defaults(len(teacher_sizes(params)) - 2),
-                **(DEEP_STUDENTS if deep else SHALLOW_STUDENTS)}
+    n_hidden = len(teacher_sizes(params)) - 2
+    defaults = {**clustering_defaults(n_hidden), **(DEEP_STUDENTS if n_hidden > 1 else SHALLOW_STUDENTS)}
     return {**params, **{k: v for k, v in defaults.items() if params.get(k) is None}}
 
 
 def clustering_defaults(n_hidden: int) -> dict:
     """``gamma``, ``beta`` and ``loss_ratio`` for students with ``n_hidden`` hidden layers (see
-    :func:`with_clustering_defaults`)."""
+    :func:`with_depth_defaults`)."""
     if n_hidden > 1:
         return {"gamma": DEEP_GAMMA, "beta": (SHALLOW_BETA,) * n_hidden, "loss_ratio": DEEP_LOSS_RATIO}
     return {"gamma": SHALLOW_GAMMA, "beta": SHALLOW_BETA, "loss_ratio": math.inf}
@@ -201,7 +200,7 @@ SYNTH = Schema(
     ),
     cross_checks=(_layers_or_deep_r, _gamma_n_check, _beta_layers_check, _width_check, _reexpand_check,
                   _bias_at_once_check, _memory_check, _backend_check),
-    derive=with_clustering_defaults,
+    derive=with_depth_defaults,
 )
 
 
@@ -352,7 +351,7 @@ def synth_command(params: dict, out: str | Path) -> str:
     """The ``ec synth`` command line of a run with these resolved parameters (it resumes the
     run: finished students are reused)."""
     words = ["ec", "synth"]
-    derived = with_clustering_defaults({**params, **dict.fromkeys(DERIVED)})
+    derived = with_depth_defaults({**params, **dict.fromkeys(DERIVED)})
     derived = {k: derived[k] for k in DERIVED}
     for p in SYNTH.params:
         value = params.get(p.name)
