@@ -87,9 +87,9 @@ def first_layer_angles(spec: MLPSpec, theta: np.ndarray, teacher) -> tuple[float
 
 def parse_setups(text: str) -> list[tuple[int, float, float, int]]:
     """``"30000:30:30:10,3000:6:6:20"`` -> [(queries, ode CPU-s, optim CPU-s, students), ...]."""
+    allowed = "queries:ode:optim:students, e.g. 3000:6:6:20 (queries >= 10, CPU-s >= 0, students >= 1)"
     setups = []
     for item in text.split(","):
-        allowed = "queries:ode:optim:students, e.g. 3000:6:6:20 (queries >= 10, CPU-s >= 0, students >= 1)"
         fields = item.split(":")
         try:
             n, ode, opt, students = int(fields[0]), float(fields[1]), float(fields[2]), int(fields[3])
